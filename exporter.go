@@ -1,0 +1,710 @@
+package exporter
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Config configures an Exporter. The zero Config is valid: every field
+// documents its default. Negative values are invalid.
+type Config struct {
+	// Permission is needed to start an export. "" means "exporter".
+	Permission string
+	// AdminPermission lets its holders see, cancel and open any user's
+	// exports. "" means nobody has that power.
+	AdminPermission string
+	// Permissions checks both permissions. nil checks User.Permissions.
+	Permissions PermissionChecker
+	// ChunkSize is the number of bytes per stored chunk, 1 KiB to 16 MiB.
+	// 0 means 64 KiB. Each job records its own, so instances with
+	// different values read each other's exports.
+	ChunkSize int
+	// MaxBytes is the largest export; one that passes it fails with
+	// ErrTooLarge. 0 means 256 MiB.
+	MaxBytes int64
+	// MaxRunning is how many exports this Exporter copies at once. 0 means 16.
+	MaxRunning int
+	// MaxPending is how many accepted exports may wait for a run slot on
+	// this Exporter; StartExport returns ErrBusy beyond it. 0 means 1024.
+	MaxPending int
+	// MaxPerUser caps one user's pending and running exports on this
+	// Exporter (ErrBusy beyond it). 0 means no cap.
+	MaxPerUser int
+	// Retention is how long a job and its data live after their last
+	// update. 0 means 24 hours.
+	Retention time.Duration
+	// LeaseTTL is how long a pending or running job survives its instance:
+	// the instance renews the lease every LeaseTTL/3, and a job whose lease
+	// lapses reads as failed with ErrWorkerLost. 0 means 15 seconds; at
+	// least 100 ms.
+	LeaseTTL time.Duration
+	// Logger receives the Exporter's log records. nil discards them.
+	Logger *slog.Logger
+}
+
+// Defaults and bounds of Config.
+const (
+	DefaultPermission = "exporter"
+	DefaultChunkSize  = 64 << 10
+	DefaultMaxBytes   = 256 << 20
+	DefaultMaxRunning = 16
+	DefaultMaxPending = 1024
+	DefaultRetention  = 24 * time.Hour
+	DefaultLeaseTTL   = 15 * time.Second
+
+	minChunkSize = 1 << 10
+	maxChunkSize = 16 << 20
+	minLeaseTTL  = 100 * time.Millisecond
+)
+
+func (c Config) withDefaults() Config {
+	if c.Permission == "" {
+		c.Permission = DefaultPermission
+	}
+	if c.Permissions == nil {
+		c.Permissions = userPermissions{}
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = DefaultChunkSize
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.MaxRunning == 0 {
+		c.MaxRunning = DefaultMaxRunning
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// validate checks a Config after withDefaults and names the bad field.
+func (c Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: Config."+format, append([]any{ErrInvalid}, args...)...)
+	}
+	switch {
+	case c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize:
+		return bad("ChunkSize must be between 1 KiB and 16 MiB, not %d", c.ChunkSize)
+	case c.MaxBytes < 0:
+		return bad("MaxBytes must not be negative")
+	case c.MaxRunning < 0:
+		return bad("MaxRunning must not be negative")
+	case c.MaxPending < 0:
+		return bad("MaxPending must not be negative")
+	case c.MaxPerUser < 0:
+		return bad("MaxPerUser must not be negative")
+	case c.Retention < time.Millisecond:
+		return bad("Retention must be at least 1ms, not %v", c.Retention)
+	case c.LeaseTTL < minLeaseTTL:
+		return bad("LeaseTTL must be at least %v, not %v", minLeaseTTL, c.LeaseTTL)
+	case c.Retention < c.LeaseTTL:
+		return bad("Retention (%v) must not be shorter than LeaseTTL (%v)", c.Retention, c.LeaseTTL)
+	}
+	return nil
+}
+
+// Exporter runs export jobs and answers for any job in its Store, whichever
+// instance runs it. Create one with New and stop it with Shutdown. All
+// methods are safe for concurrent use.
+type Exporter struct {
+	store Store
+	cfg   Config
+	log   *slog.Logger
+
+	// base is the context every export and background goroutine runs
+	// under; stop cancels it with ErrClosed when Shutdown gives up waiting.
+	base context.Context
+	stop context.CancelCauseFunc
+	wg   sync.WaitGroup
+
+	mu         sync.Mutex
+	closed     bool
+	background bool            // the lease keeper and cancel listener are started
+	reserved   int             // starts between the capacity check and the queue
+	running    int             // worker goroutines
+	queue      []*run          // pending runs, oldest first
+	runs       map[string]*run // pending and running, by id
+	perUser    map[string]int  // pending and running, by owner
+	idle       chan struct{}   // closed once closed and nothing is left to run
+}
+
+// New returns an Exporter on store. It validates cfg (an error wrapping
+// ErrInvalid names the field) and does no I/O: background goroutines start
+// with the first export.
+func New(store Store, cfg Config) (*Exporter, error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: New needs a Store", ErrInvalid)
+	}
+	if v, ok := store.(interface{ validate() error }); ok {
+		if err := v.validate(); err != nil {
+			return nil, err
+		}
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	base, stop := context.WithCancelCause(context.Background())
+	return &Exporter{
+		store:   store,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		base:    base,
+		stop:    stop,
+		runs:    make(map[string]*run),
+		perUser: make(map[string]int),
+		idle:    make(chan struct{}),
+	}, nil
+}
+
+// run is one export held by this Exporter, pending or running.
+type run struct {
+	job    *Job // as created; ChunkSize and ID are what the copy needs
+	lease  Lease
+	r      io.Reader
+	ctx    context.Context // cancelled with the reason the run must stop
+	cancel context.CancelCauseFunc
+
+	closeOnce sync.Once
+}
+
+// closeReader closes the source, if it is an io.Closer, exactly once. A
+// panicking Close is contained.
+func (rn *run) closeReader(log *slog.Logger) {
+	rn.closeOnce.Do(func() {
+		closeSource(rn.r, log, rn.job.ID)
+	})
+}
+
+func closeSource(r io.Reader, log *slog.Logger, id string) {
+	c, ok := r.(io.Closer)
+	if !ok {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("export source Close panicked", "job", id, "panic", p)
+		}
+	}()
+	if err := c.Close(); err != nil {
+		log.Debug("export source Close failed", "job", id, "err", err)
+	}
+}
+
+// StartExport checks that user may export, records a pending job and
+// returns it at once; the bytes of r are copied into the store in the
+// background, under the Exporter's context rather than ctx (only ctx's
+// values are kept), so a finished HTTP request does not stop its export.
+//
+// StartExport takes ownership of r: if it is an io.Closer it is closed
+// exactly once, when the export ends however it ends, or before StartExport
+// returns an error.
+//
+// Errors wrap ErrUnauthenticated, ErrForbidden (also when the
+// PermissionChecker fails), ErrInvalid (nil r, bad options), ErrTooLarge
+// (WithTotal above MaxBytes), ErrBusy, ErrClosed, or the store's error.
+// Nothing is written when it returns one of the sentinels.
+func (e *Exporter) StartExport(ctx context.Context, user User, r io.Reader, opts ...StartOption) (*Job, error) {
+	job, err := e.startExport(ctx, user, r, opts)
+	if err != nil {
+		if r != nil {
+			closeSource(r, e.log, "")
+		}
+		return nil, fmt.Errorf("exporter: start: %w", err)
+	}
+	return job, nil
+}
+
+func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts []StartOption) (*Job, error) {
+	if !user.authenticated() {
+		return nil, ErrUnauthenticated
+	}
+	if r == nil {
+		return nil, fmt.Errorf("%w: nil reader", ErrInvalid)
+	}
+	var o startOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if err := o.validate(e.cfg.MaxBytes); err != nil {
+		return nil, err
+	}
+	if err := e.require(ctx, user, e.cfg.Permission); err != nil {
+		return nil, err
+	}
+	if err := e.reserve(user.ID); err != nil {
+		return nil, err
+	}
+	id := uuid.NewString()
+	rn := &run{
+		job: &Job{ID: id, Owner: user.ID, Status: StatusPending, Total: o.total,
+			Metadata: o.metadata, ChunkSize: e.cfg.ChunkSize},
+		lease: Lease{Token: newToken(), TTL: e.cfg.LeaseTTL},
+		r:     r,
+	}
+	// The copy outlives the caller's request but keeps its values
+	// (trace ids, loggers), as the issue of the API asks.
+	rn.ctx, rn.cancel = context.WithCancelCause(mergeValues(e.base, ctx))
+	job, err := e.store.Create(ctx, rn.job, rn.lease, e.cfg.Retention)
+	if err != nil {
+		rn.cancel(err)
+		e.unreserve(user.ID)
+		return nil, err
+	}
+	rn.job = job
+	e.enqueue(rn)
+	e.log.DebugContext(ctx, "export started", "job", id, "owner", user.ID)
+	return job.clone(), nil
+}
+
+// require checks that user holds permission. A checker error denies.
+func (e *Exporter) require(ctx context.Context, user User, permission string) error {
+	ok, err := e.cfg.Permissions.HasPermission(ctx, user, permission)
+	if err != nil {
+		return fmt.Errorf("%w: permission check: %w", ErrForbidden, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: user %q lacks permission %q", ErrForbidden, user.ID, permission)
+	}
+	return nil
+}
+
+// reserve claims capacity for one start of owner.
+func (e *Exporter) reserve(owner string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if len(e.runs)+e.reserved >= e.cfg.MaxRunning+e.cfg.MaxPending {
+		return fmt.Errorf("%w: %d exports pending", ErrBusy, len(e.queue))
+	}
+	if e.cfg.MaxPerUser > 0 && e.perUser[owner] >= e.cfg.MaxPerUser {
+		return fmt.Errorf("%w: user %q has %d exports under way", ErrBusy, owner, e.perUser[owner])
+	}
+	e.reserved++
+	e.perUser[owner]++
+	return nil
+}
+
+func (e *Exporter) unreserve(owner string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reserved--
+	e.release(owner)
+}
+
+// release drops one of owner's exports from the count. e.mu is held.
+func (e *Exporter) release(owner string) {
+	if e.perUser[owner]--; e.perUser[owner] <= 0 {
+		delete(e.perUser, owner)
+	}
+	e.checkIdle()
+}
+
+// checkIdle closes e.idle once Shutdown began and nothing is left. e.mu
+// is held.
+func (e *Exporter) checkIdle() {
+	if e.closed && len(e.runs) == 0 && e.reserved == 0 {
+		select {
+		case <-e.idle:
+		default:
+			close(e.idle)
+		}
+	}
+}
+
+// enqueue turns a reservation into a pending run, and starts a worker if a
+// run slot is free.
+func (e *Exporter) enqueue(rn *run) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reserved--
+	e.runs[rn.job.ID] = rn
+	e.startBackground()
+	if e.running < e.cfg.MaxRunning {
+		e.running++
+		e.wg.Add(1)
+		go e.worker(rn)
+		return
+	}
+	e.queue = append(e.queue, rn)
+}
+
+// worker executes rn, then the next pending run, until none is left.
+func (e *Exporter) worker(rn *run) {
+	defer e.wg.Done()
+	for rn != nil {
+		e.execute(rn)
+		rn = e.next(rn)
+	}
+}
+
+// next forgets done and returns the oldest pending run, or nil, in which
+// case the worker ends.
+func (e *Exporter) next(done *run) *run {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.forget(done)
+	if len(e.queue) == 0 {
+		e.running--
+		return nil
+	}
+	rn := e.queue[0]
+	e.queue[0] = nil
+	e.queue = e.queue[1:]
+	return rn
+}
+
+// forget drops rn from the held runs. e.mu is held.
+func (e *Exporter) forget(rn *run) {
+	if e.runs[rn.job.ID] != rn {
+		return
+	}
+	delete(e.runs, rn.job.ID)
+	e.release(rn.job.Owner)
+}
+
+// abort stops the run of id, if this Exporter holds it, for cause. A
+// pending run is removed from the queue at once and its source closed; a
+// running one is stopped by its context.
+func (e *Exporter) abort(id string, cause error) {
+	e.mu.Lock()
+	rn := e.runs[id]
+	if rn == nil {
+		e.mu.Unlock()
+		return
+	}
+	queued := false
+	if i := slices.Index(e.queue, rn); i >= 0 {
+		e.queue = slices.Delete(e.queue, i, i+1)
+		e.forget(rn)
+		queued = true
+	}
+	e.mu.Unlock()
+	rn.cancel(cause)
+	if queued {
+		rn.closeReader(e.log)
+	}
+}
+
+// startBackground starts the lease keeper and the cancel listener once.
+// e.mu is held.
+func (e *Exporter) startBackground() {
+	if e.background {
+		return
+	}
+	e.background = true
+	e.wg.Add(2)
+	go e.keepLeases()
+	go e.listenCancels()
+}
+
+// keepLeases renews the lease of every held run every LeaseTTL/3. A run
+// whose lease is gone (cancelled, or lapsed while the store was away) is
+// stopped: this is the path that catches a lost cancel notification.
+func (e *Exporter) keepLeases() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.base.Done():
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		held := make([]*run, 0, len(e.runs))
+		for _, rn := range e.runs {
+			held = append(held, rn)
+		}
+		e.mu.Unlock()
+		for _, rn := range held {
+			ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
+			err := e.store.Renew(ctx, rn.job.ID, rn.lease)
+			cancel()
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound):
+				e.log.Info("export lease lost", "job", rn.job.ID, "owner", rn.job.Owner)
+				e.abort(rn.job.ID, ErrLeaseLost)
+			case e.base.Err() != nil:
+				return
+			default:
+				e.log.Warn("export lease renewal failed", "job", rn.job.ID, "err", err)
+			}
+		}
+	}
+}
+
+// listenCancels stops local runs cancelled from any instance.
+func (e *Exporter) listenCancels() {
+	defer e.wg.Done()
+	backoff := 50 * time.Millisecond
+	for e.base.Err() == nil {
+		sub, err := e.store.SubscribeCancels(e.base)
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			for err == nil {
+				var id string
+				if id, err = sub.Receive(e.base, 0); err == nil && id != "" {
+					e.abort(id, ErrCancelled)
+				}
+			}
+			sub.Close()
+		}
+		if e.base.Err() != nil {
+			return
+		}
+		e.log.Warn("export cancel subscription failed; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-e.base.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// GetExportStatus returns the job id. Only its owner and holders of
+// Config.AdminPermission may see it; for anyone else, and for unknown,
+// malformed or expired ids, the error wraps ErrNotFound. It costs one
+// round trip to the store.
+func (e *Exporter) GetExportStatus(ctx context.Context, user User, id string) (*Job, error) {
+	job, err := e.visible(ctx, user, id)
+	if err != nil {
+		return nil, fmt.Errorf("exporter: status %s: %w", id, err)
+	}
+	return job, nil
+}
+
+// visible reads job id and checks that user may see it.
+func (e *Exporter) visible(ctx context.Context, user User, id string) (*Job, error) {
+	if !user.authenticated() {
+		return nil, ErrUnauthenticated
+	}
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	job, err := e.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.allowed(ctx, user, job); err != nil {
+		return nil, err
+	}
+	return job, nil
+}
+
+// allowed reports whether user may see job: its owner or an admin.
+func (e *Exporter) allowed(ctx context.Context, user User, job *Job) error {
+	if job.Owner == user.ID {
+		return nil
+	}
+	if e.cfg.AdminPermission == "" {
+		return ErrNotFound
+	}
+	ok, err := e.cfg.Permissions.HasPermission(ctx, user, e.cfg.AdminPermission)
+	if err != nil {
+		return fmt.Errorf("%w: permission check: %w", ErrForbidden, err)
+	}
+	if !ok {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// CancelExport cancels job id for its owner or an admin. On a pending or
+// running job it records StatusCancelled atomically before it returns;
+// from then on no byte is stored, the stored bytes are removed, and the
+// instance that runs the job closes its source promptly. Cancelling a
+// cancelled job returns it with a nil error; a completed or failed job is
+// returned unchanged with an error wrapping ErrFinished. Other errors wrap
+// ErrUnauthenticated or ErrNotFound, or are the store's.
+func (e *Exporter) CancelExport(ctx context.Context, user User, id string) (*Job, error) {
+	if _, err := e.visible(ctx, user, id); err != nil {
+		return nil, fmt.Errorf("exporter: cancel %s: %w", id, err)
+	}
+	job, err := e.store.Cancel(ctx, id, ErrCancelled.Error())
+	if job != nil && job.Status == StatusCancelled {
+		// Stop a local run now rather than when the notification arrives.
+		e.abort(id, ErrCancelled)
+	}
+	if err != nil {
+		return job, fmt.Errorf("exporter: cancel %s: %w", id, err)
+	}
+	e.log.InfoContext(ctx, "export cancelled", "job", id, "owner", job.Owner, "by", user.ID)
+	return job, nil
+}
+
+// WaitExport blocks until job id is terminal (completed, failed or
+// cancelled, including failed because its worker was lost) and returns it,
+// or returns ctx's error. It is driven by store notifications, with a
+// slow re-read as a safety net for lost notifications and lapsed leases.
+// Errors are those of GetExportStatus.
+func (e *Exporter) WaitExport(ctx context.Context, user User, id string) (*Job, error) {
+	job, err := e.wait(ctx, user, id)
+	if err != nil {
+		return nil, fmt.Errorf("exporter: wait %s: %w", id, err)
+	}
+	return job, nil
+}
+
+func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error) {
+	job, err := e.visible(ctx, user, id)
+	if err != nil || job.Status.Terminal() {
+		return job, err
+	}
+	sub, err := e.store.SubscribeJob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	poll := e.pollInterval()
+	for {
+		// Read after subscribing, so an end between the first read and the
+		// subscription is not missed.
+		if job, err = e.store.Get(ctx, id); err != nil || job.Status.Terminal() {
+			return job, err
+		}
+		if _, err := sub.Receive(ctx, poll); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// pollInterval is how often WaitExport re-reads a job without a
+// notification: often enough to see a lapsed lease about LeaseTTL after
+// its worker died.
+func (e *Exporter) pollInterval() time.Duration {
+	return min(max(e.cfg.LeaseTTL/4, 25*time.Millisecond), 2*time.Second)
+}
+
+// OpenExport returns a Download of completed job id for its owner or an
+// admin. Errors wrap ErrUnauthenticated, ErrNotFound, or ErrNotReady when
+// the job exists but has not completed. The Download reads from the store
+// under ctx: cancelling ctx ends its reads.
+func (e *Exporter) OpenExport(ctx context.Context, user User, id string) (*Download, error) {
+	job, err := e.visible(ctx, user, id)
+	if err == nil && job.Status != StatusCompleted {
+		err = fmt.Errorf("%w: status %s", ErrNotReady, job.Status)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("exporter: open %s: %w", id, err)
+	}
+	return newDownload(ctx, e.store, job), nil
+}
+
+// Shutdown stops the Exporter: new starts get ErrClosed at once; running
+// and pending exports may finish until ctx is done; then the rest are
+// failed ("exporter shut down") and their sources closed. Every goroutine
+// the Exporter started has returned when Shutdown returns. It returns nil
+// if every export finished, else ctx's error. Calling it again is safe.
+//
+// GetExportStatus, CancelExport, WaitExport and OpenExport keep working
+// after Shutdown: they only use the store.
+//
+// A source that blocks in Read, is not an io.Closer and ignores everything
+// else keeps its worker, and so Shutdown, waiting until that Read returns.
+func (e *Exporter) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	e.closed = true
+	e.checkIdle()
+	e.mu.Unlock()
+
+	var err error
+	select {
+	case <-e.idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+		e.mu.Lock()
+		queued := e.queue
+		e.queue = nil
+		for _, rn := range queued {
+			e.forget(rn)
+		}
+		e.mu.Unlock()
+		// Running exports see the cause and record it themselves.
+		e.stop(ErrClosed)
+		for _, rn := range queued {
+			rn.cancel(ErrClosed)
+			e.end(rn, ErrClosed)
+			rn.closeReader(e.log)
+		}
+	}
+	e.stop(ErrClosed)
+	e.wg.Wait()
+	if err == nil {
+		e.log.Info("exporter shut down")
+	} else {
+		e.log.Warn("exporter shut down before its exports finished", "err", err)
+	}
+	return err
+}
+
+// end records that rn failed with cause, unless cause means someone else
+// already ended it (a cancel, a lost lease). The write does not depend on
+// rn's context, which is done by now, but is bounded by LeaseTTL.
+func (e *Exporter) end(rn *run, cause error) {
+	if errors.Is(cause, ErrCancelled) || errors.Is(cause, ErrLeaseLost) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
+	defer cancel()
+	_, err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Index: -1, Final: StatusFailed, Reason: cause.Error()})
+	if err != nil && !errors.Is(err, ErrLeaseLost) {
+		e.log.Warn("recording export failure failed; its lease will lapse", "job", rn.job.ID, "err", err)
+	}
+	e.log.Info("export failed", "job", rn.job.ID, "owner", rn.job.Owner, "err", cause)
+}
+
+// newToken returns a random lease token.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// mergeValues returns a context that is cancelled with parent and carries
+// the values of values.
+func mergeValues(parent, values context.Context) context.Context {
+	return valuesContext{Context: parent, values: values}
+}
+
+type valuesContext struct {
+	context.Context
+	values context.Context
+}
+
+// Value looks in parent first: it holds no values of the caller's, only
+// the context package's own, which must resolve to parent so that
+// cancellation propagates without a goroutine.
+func (c valuesContext) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
+}

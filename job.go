@@ -1,0 +1,231 @@
+package exporter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is where an export is in its lifecycle. Statuses only move
+// forward: pending -> running -> one terminal status (pending may also go
+// straight to a terminal status). A terminal status never changes.
+type Status string
+
+// The statuses of an export.
+const (
+	StatusPending   Status = "pending"   // accepted, waiting for a run slot on its instance
+	StatusRunning   Status = "running"   // the reader is being copied into the store
+	StatusCompleted Status = "completed" // all bytes stored, checksum recorded
+	StatusFailed    Status = "failed"    // reader error, size limit, worker lost, shutdown...
+	StatusCancelled Status = "cancelled"
+)
+
+// Terminal reports whether s is completed, failed or cancelled.
+func (s Status) Terminal() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusCancelled
+}
+
+func (s Status) valid() bool {
+	return s == StatusPending || s == StatusRunning || s.Terminal()
+}
+
+// Job is a snapshot of an export as the store recorded it. Jobs returned by
+// the Exporter are copies: changing one changes nothing stored.
+type Job struct {
+	ID         string            // random UUID (v4) in canonical lower-case form, unguessable
+	Owner      string            // User.ID of the starter
+	Status     Status            // see Status
+	Bytes      int64             // bytes stored so far; never decreases (not reset when data is removed)
+	Total      int64             // expected size from WithTotal, 0 if unknown
+	Checksum   string            // "sha256:<64 hex>" of the stored bytes, set when completed
+	Error      string            // why it failed / was cancelled; "" otherwise
+	Metadata   map[string]string // from WithMetadata (e.g. filename, content type)
+	ChunkSize  int               // bytes per stored chunk, recorded so any instance can read the data
+	CreatedAt  time.Time         // when StartExport recorded it (store clock)
+	StartedAt  time.Time         // zero while pending
+	UpdatedAt  time.Time         // last change, progress or lease renewal
+	FinishedAt time.Time         // zero until terminal
+	ExpiresAt  time.Time         // when the job and its data disappear
+}
+
+// Progress returns Bytes/Total in [0, 1], or 0 when Total is unknown.
+// A completed export reports 1.
+func (j *Job) Progress() float64 {
+	switch {
+	case j.Status == StatusCompleted:
+		return 1
+	case j.Total <= 0:
+		return 0
+	case j.Bytes >= j.Total:
+		return 1
+	}
+	return float64(j.Bytes) / float64(j.Total)
+}
+
+func (j *Job) clone() *Job {
+	c := *j
+	if j.Metadata != nil {
+		c.Metadata = make(map[string]string, len(j.Metadata))
+		for k, v := range j.Metadata {
+			c.Metadata[k] = v
+		}
+	}
+	return &c
+}
+
+// The job hash codec. A job is one Redis hash; these are its fields. Times
+// are Unix milliseconds of the Redis server's clock, "0" when unset.
+const (
+	fID        = "id"
+	fOwner     = "owner"
+	fStatus    = "status"
+	fBytes     = "bytes"
+	fTotal     = "total"
+	fChecksum  = "checksum"
+	fError     = "error"
+	fMetadata  = "md" // JSON object, absent when there is no metadata
+	fChunk     = "chunk"
+	fCreated   = "created"
+	fStarted   = "started"
+	fUpdated   = "updated"
+	fFinished  = "finished"
+	fRetention = "retention" // ms; ExpiresAt = updated + retention
+)
+
+// encodeJob returns the fields written when a job is created, as
+// alternating names and values. Timestamps are filled in by the store.
+func encodeJob(j *Job, retention time.Duration) ([]any, error) {
+	f := []any{
+		fID, j.ID,
+		fOwner, j.Owner,
+		fStatus, string(j.Status),
+		fBytes, strconv.FormatInt(j.Bytes, 10),
+		fTotal, strconv.FormatInt(j.Total, 10),
+		fChunk, strconv.Itoa(j.ChunkSize),
+		fRetention, strconv.FormatInt(retention.Milliseconds(), 10),
+	}
+	if len(j.Metadata) > 0 {
+		md, err := json.Marshal(j.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("exporter: encode metadata: %w", err)
+		}
+		f = append(f, fMetadata, string(md))
+	}
+	return f, nil
+}
+
+// decodeJob builds a Job from a job hash. It is strict: a hash that lacks
+// a field the library always writes, or holds a value it never writes, is
+// reported as corrupt rather than half-read.
+func decodeJob(h map[string]string) (*Job, error) {
+	j := &Job{ID: h[fID], Owner: h[fOwner], Status: Status(h[fStatus]),
+		Checksum: h[fChecksum], Error: h[fError]}
+	if j.ID == "" || j.Owner == "" || !j.Status.valid() {
+		return nil, fmt.Errorf("%w: job hash lacks id, owner or a valid status", ErrCorrupt)
+	}
+	ints := []struct {
+		name string
+		dst  *int64
+	}{{fBytes, &j.Bytes}, {fTotal, &j.Total}}
+	for _, f := range ints {
+		n, err := parseInt(h, f.name)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = n
+	}
+	chunk, err := parseInt(h, fChunk)
+	if err != nil {
+		return nil, err
+	}
+	if chunk < minChunkSize || chunk > maxChunkSize {
+		return nil, fmt.Errorf("%w: job %s: chunk size %d out of range", ErrCorrupt, j.ID, chunk)
+	}
+	j.ChunkSize = int(chunk)
+	times := []struct {
+		name string
+		dst  *time.Time
+	}{{fCreated, &j.CreatedAt}, {fStarted, &j.StartedAt}, {fUpdated, &j.UpdatedAt}, {fFinished, &j.FinishedAt}}
+	for _, f := range times {
+		ms, err := parseInt(h, f.name)
+		if err != nil {
+			return nil, err
+		}
+		if ms > 0 {
+			*f.dst = time.UnixMilli(ms).UTC()
+		}
+	}
+	ret, err := parseInt(h, fRetention)
+	if err != nil {
+		return nil, err
+	}
+	j.ExpiresAt = j.UpdatedAt.Add(time.Duration(ret) * time.Millisecond)
+	if md, ok := h[fMetadata]; ok {
+		if err := json.Unmarshal([]byte(md), &j.Metadata); err != nil {
+			return nil, fmt.Errorf("%w: job %s: metadata: %v", ErrCorrupt, j.ID, err)
+		}
+	}
+	return j, nil
+}
+
+func parseInt(h map[string]string, name string) (int64, error) {
+	v, ok := h[name]
+	if !ok {
+		return 0, fmt.Errorf("%w: job hash lacks %q", ErrCorrupt, name)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: job hash field %q is %q", ErrCorrupt, name, v)
+	}
+	return n, nil
+}
+
+// validID reports whether id is a UUID in canonical lower-case form, the
+// only form the Exporter hands out. It is checked before any key is built.
+func validID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Err returns why a failed or cancelled job ended, or nil for any other
+// status. When Job.Error starts with the text of ErrWorkerLost,
+// ErrTooLarge, ErrCancelled or ErrClosed (a shutdown), the error wraps that
+// sentinel, so errors.Is works across instances.
+func (j *Job) Err() error {
+	if j.Status != StatusFailed && j.Status != StatusCancelled {
+		return nil
+	}
+	for _, s := range []error{ErrWorkerLost, ErrTooLarge, ErrCancelled, ErrClosed} {
+		if strings.HasPrefix(j.Error, s.Error()) {
+			return &recordedError{text: j.Error, sentinel: s}
+		}
+	}
+	return errors.New(j.Error)
+}
+
+// recordedError is an error read back from Job.Error.
+type recordedError struct {
+	text     string
+	sentinel error
+}
+
+func (e *recordedError) Error() string { return e.text }
+func (e *recordedError) Unwrap() error { return e.sentinel }

@@ -1,0 +1,425 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisStore is the Store on Redis: a standalone server, Sentinel-managed
+// servers (redis.NewFailoverClient) or a Redis Cluster. Create one with
+// NewRedisStore. It is safe for concurrent use.
+//
+// Each job lives in three keys that share the hash tag {id}, so every
+// script touches one Cluster slot:
+//
+//	<prefix>{<id>}:meta   hash: the job (see the field names in job.go)
+//	<prefix>{<id>}:data   list: the chunks, in order
+//	<prefix>{<id>}:lease  string: the running instance's token, with PX = lease TTL
+//
+// Every state change is one Lua script that checks the status and the
+// lease token before it writes and sets the TTLs in the same step. Status
+// changes are announced on the channels <prefix>{<id>}:events (the new
+// status) and <prefix>cancel (the id of a cancelled job).
+//
+// RedisStore never closes the client it was given.
+type RedisStore struct {
+	client redis.UniversalClient
+	prefix string
+	err    error // from WithPrefix, reported by New
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// DefaultPrefix is the key and channel prefix of NewRedisStore.
+const DefaultPrefix = "exporter:"
+
+// NewRedisStore returns a Store that keeps jobs in client under
+// DefaultPrefix. client may be a *redis.Client, a failover client or a
+// *redis.ClusterClient. For calls to return by their ctx deadline, create
+// the client with ContextTimeoutEnabled: true (see the package doc).
+func NewRedisStore(client redis.UniversalClient) *RedisStore {
+	return &RedisStore{client: client, prefix: DefaultPrefix}
+}
+
+// WithPrefix returns a copy of s that uses prefix for its keys and
+// channels, so several services (or tests) can share one Redis. The prefix
+// must not contain '{' or '}', which would break the per-job hash tag; an
+// invalid prefix is reported by New.
+func (s *RedisStore) WithPrefix(prefix string) *RedisStore {
+	c := *s
+	c.prefix = prefix
+	if strings.ContainsAny(prefix, "{}") {
+		c.err = fmt.Errorf("%w: RedisStore prefix %q contains '{' or '}'", ErrInvalid, prefix)
+	}
+	return &c
+}
+
+// validate is called by New: a nil client or a bad prefix is a
+// configuration error, not a later panic.
+func (s *RedisStore) validate() error {
+	if s.client == nil {
+		return fmt.Errorf("%w: NewRedisStore was given a nil client", ErrInvalid)
+	}
+	return s.err
+}
+
+// keys returns the job's keys in the order the scripts expect them.
+func (s *RedisStore) keys(id string) []string {
+	tag := s.prefix + "{" + id + "}:"
+	return []string{tag + "meta", tag + "data", tag + "lease"}
+}
+
+func (s *RedisStore) jobChannel(id string) string { return s.prefix + "{" + id + "}:events" }
+func (s *RedisStore) cancelChannel() string       { return s.prefix + "cancel" }
+
+// luaCommon is prepended to every script.
+//
+// now() is the server's clock in ms; keep() records an update and renews
+// the retention TTL of meta and data; lapsed() tells whether a live job has
+// lost its lease; fail_lost() ends such a job; reply() builds the reply
+// {code, field, value, ...} from the job hash.
+//
+// All scripts take KEYS[1] = meta, KEYS[2] = data, KEYS[3] = lease and
+// ARGV[1] = the job's events channel.
+const luaCommon = `
+local meta, data, lease, events = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fmt(n) return string.format('%d', n) end
+local function keep(t)
+  local ret = redis.call('HGET', meta, 'retention')
+  redis.call('HSET', meta, 'updated', fmt(t))
+  redis.call('PEXPIRE', meta, ret)
+  redis.call('PEXPIRE', data, ret)
+end
+local function reply(code)
+  local r = redis.call('HGETALL', meta)
+  table.insert(r, 1, code)
+  return r
+end
+local function finish(st, field, value, t)
+  redis.call('HSET', meta, 'status', st, field, value, 'finished', fmt(t))
+  if st ~= 'completed' then redis.call('DEL', data) end
+  redis.call('DEL', lease)
+  keep(t)
+  redis.call('PUBLISH', events, st)
+end
+local function live(st) return st == 'pending' or st == 'running' end
+-- status returns the job's status after ending it if its lease lapsed.
+local function status()
+  local st = redis.call('HGET', meta, 'status')
+  if st and live(st) and redis.call('EXISTS', lease) == 0 then
+    finish('failed', 'error', '` + "exporter: worker lost" + `', now())
+    st = 'failed'
+  end
+  return st
+end
+`
+
+// scriptCreate records a new pending job and its lease.
+//
+// ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] retention ms,
+// ARGV[5..] field, value pairs of the job hash.
+// Returns {"ok", job...} or {"exists"}.
+var scriptCreate = redis.NewScript(luaCommon + `
+if redis.call('EXISTS', meta) == 1 then return {'exists'} end
+local t = fmt(now())
+redis.call('HSET', meta, 'created', t, 'updated', t, 'started', '0', 'finished', '0',
+  'checksum', '', 'error', '', unpack(ARGV, 5))
+redis.call('PEXPIRE', meta, ARGV[4])
+redis.call('SET', lease, ARGV[2], 'PX', ARGV[3])
+return reply('ok')
+`)
+
+// scriptGet reads a job, ending it first if its lease lapsed.
+//
+// Returns {"ok", job...} or {"missing"}.
+var scriptGet = redis.NewScript(luaCommon + `
+if not status() then return {'missing'} end
+return reply('ok')
+`)
+
+// scriptBegin moves a pending job to running.
+//
+// ARGV[2] token, ARGV[3] lease TTL ms.
+// Returns {"ok", job...}, {"fenced", job...} or {"missing"}.
+var scriptBegin = redis.NewScript(luaCommon + `
+local st = status()
+if not st then return {'missing'} end
+if not live(st) or redis.call('GET', lease) ~= ARGV[2] then return reply('fenced') end
+local t = now()
+if st == 'pending' then
+  redis.call('HSET', meta, 'status', 'running', 'started', fmt(t))
+end
+redis.call('PEXPIRE', lease, ARGV[3])
+keep(t)
+return reply('ok')
+`)
+
+// scriptWrite stores a chunk and/or ends the job (Store.Write).
+//
+// ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] chunk index (-1: none),
+// ARGV[5] chunk bytes, ARGV[6] Bytes after the chunk, ARGV[7] final status
+// ("", "completed", "failed"), ARGV[8] checksum or error text, ARGV[9]
+// number of chunks a completed job must hold.
+// Returns {"ok"} for a chunk, {"ok", job...} for an end, {"fenced", job...},
+// {"gap", job...} (an index past the next one, or a count that does not
+// match) or {"missing"}.
+var scriptWrite = redis.NewScript(luaCommon + `
+local st = status()
+if not st then return {'missing'} end
+local final = ARGV[7]
+if redis.call('GET', lease) ~= ARGV[2] or st ~= 'running' then
+  if final ~= '' and st == final then
+    local field = (final == 'completed') and 'checksum' or 'error'
+    if redis.call('HGET', meta, field) == ARGV[8] then return reply('ok') end
+  end
+  return reply('fenced')
+end
+local idx = tonumber(ARGV[4])
+if idx >= 0 then
+  local n = redis.call('LLEN', data)
+  if idx > n then return reply('gap') end
+  if idx == n then
+    redis.call('RPUSH', data, ARGV[5])
+    redis.call('HSET', meta, 'bytes', ARGV[6])
+  end
+end
+local t = now()
+if final == 'completed' then
+  if redis.call('LLEN', data) ~= tonumber(ARGV[9]) then return reply('gap') end
+  finish('completed', 'checksum', ARGV[8], t)
+  return reply('ok')
+elseif final == 'failed' then
+  finish('failed', 'error', ARGV[8], t)
+  return reply('ok')
+end
+redis.call('PEXPIRE', lease, ARGV[3])
+keep(t)
+return {'ok'}
+`)
+
+// scriptRenew extends a lease and the job's retention.
+//
+// ARGV[2] token, ARGV[3] lease TTL ms. Returns {"ok"}, {"fenced"} or
+// {"missing"}.
+var scriptRenew = redis.NewScript(luaCommon + `
+local st = status()
+if not st then return {'missing'} end
+if not live(st) or redis.call('GET', lease) ~= ARGV[2] then return {'fenced'} end
+redis.call('PEXPIRE', lease, ARGV[3])
+keep(now())
+return {'ok'}
+`)
+
+// scriptCancel cancels a pending or running job.
+//
+// ARGV[2] reason, ARGV[3] the cancel channel, ARGV[4] the job id.
+// Returns {"ok", job...} (cancelled now or before), {"finished", job...}
+// or {"missing"}.
+var scriptCancel = redis.NewScript(luaCommon + `
+local st = status()
+if not st then return {'missing'} end
+if st == 'cancelled' then return reply('ok') end
+if not live(st) then return reply('finished') end
+finish('cancelled', 'error', ARGV[2], now())
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return reply('ok')
+`)
+
+// run executes script on the job's keys and splits its reply into the
+// code and the job, if the reply carries one.
+func (s *RedisStore) run(ctx context.Context, script *redis.Script, id string, args ...any) (string, *Job, error) {
+	argv := make([]any, 0, len(args)+1)
+	argv = append(argv, s.jobChannel(id))
+	argv = append(argv, args...)
+	res, err := script.Run(ctx, s.client, s.keys(id), argv...).Slice()
+	if err != nil {
+		return "", nil, err
+	}
+	if len(res) == 0 || len(res)%2 == 0 {
+		return "", nil, fmt.Errorf("%w: unexpected script reply of %d elements", ErrCorrupt, len(res))
+	}
+	code, _ := res[0].(string)
+	if code == "missing" {
+		return code, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if len(res) == 1 {
+		return code, nil, nil
+	}
+	h := make(map[string]string, len(res)/2)
+	for i := 1; i+1 < len(res); i += 2 {
+		k, _ := res[i].(string)
+		v, _ := res[i+1].(string)
+		h[k] = v
+	}
+	j, err := decodeJob(h)
+	return code, j, err
+}
+
+// Create implements Store.
+func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retention time.Duration) (*Job, error) {
+	fields, err := encodeJob(job, retention)
+	if err != nil {
+		return nil, err
+	}
+	args := append([]any{lease.Token, lease.TTL.Milliseconds(), retention.Milliseconds()}, fields...)
+	code, j, err := s.run(ctx, scriptCreate, job.ID, args...)
+	if err != nil {
+		return nil, err
+	}
+	if code != "ok" {
+		return nil, fmt.Errorf("exporter: create %s: id already exists", job.ID)
+	}
+	return j, nil
+}
+
+// Get implements Store.
+func (s *RedisStore) Get(ctx context.Context, id string) (*Job, error) {
+	_, j, err := s.run(ctx, scriptGet, id)
+	return j, err
+}
+
+// Begin implements Store.
+func (s *RedisStore) Begin(ctx context.Context, id string, lease Lease) (*Job, error) {
+	code, j, err := s.run(ctx, scriptBegin, id, lease.Token, lease.TTL.Milliseconds())
+	return fenced(code, j, err)
+}
+
+// Write implements Store.
+func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkWrite) (*Job, error) {
+	text := w.Checksum
+	if w.Final == StatusFailed {
+		text = w.Reason
+	}
+	code, j, err := s.run(ctx, scriptWrite, id, lease.Token, lease.TTL.Milliseconds(),
+		w.Index, w.Data, w.Bytes, string(w.Final), text, w.Chunks)
+	if code == "gap" {
+		return j, fmt.Errorf("exporter: write %s: chunk %d does not follow the stored chunks", id, w.Index)
+	}
+	return fenced(code, j, err)
+}
+
+// Renew implements Store.
+func (s *RedisStore) Renew(ctx context.Context, id string, lease Lease) error {
+	code, _, err := s.run(ctx, scriptRenew, id, lease.Token, lease.TTL.Milliseconds())
+	_, err = fenced(code, nil, err)
+	return err
+}
+
+// Cancel implements Store.
+func (s *RedisStore) Cancel(ctx context.Context, id string, reason string) (*Job, error) {
+	code, j, err := s.run(ctx, scriptCancel, id, reason, s.cancelChannel(), id)
+	if err == nil && code == "finished" {
+		err = ErrFinished
+	}
+	return j, err
+}
+
+func fenced(code string, j *Job, err error) (*Job, error) {
+	if err == nil && code == "fenced" {
+		err = ErrLeaseLost
+	}
+	return j, err
+}
+
+// ReadChunks implements Store. The returned slices alias the reply's
+// strings without a copy; the Exporter only reads them.
+func (s *RedisStore) ReadChunks(ctx context.Context, id string, first, n int) ([][]byte, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	k := s.keys(id)
+	vals, err := s.client.LRange(ctx, k[1], int64(first), int64(first+n-1)).Result()
+	if err != nil {
+		return nil, err
+	}
+	if len(vals) == 0 {
+		// An empty range is either a job without those chunks or a job that
+		// expired; tell them apart so callers can report ErrNotFound.
+		ok, err := s.client.Exists(ctx, k[0]).Result()
+		if err != nil {
+			return nil, err
+		}
+		if ok == 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = unsafe.Slice(unsafe.StringData(v), len(v))
+	}
+	return out, nil
+}
+
+// SubscribeJob implements Store.
+func (s *RedisStore) SubscribeJob(ctx context.Context, id string) (Subscription, error) {
+	return s.subscribe(ctx, s.jobChannel(id))
+}
+
+// SubscribeCancels implements Store.
+func (s *RedisStore) SubscribeCancels(ctx context.Context) (Subscription, error) {
+	return s.subscribe(ctx, s.cancelChannel())
+}
+
+func (s *RedisStore) subscribe(ctx context.Context, channel string) (Subscription, error) {
+	ps := s.client.Subscribe(ctx, channel)
+	// Wait for the confirmation, so that a change made after Subscribe
+	// returns is never missed.
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, err
+	}
+	return &redisSubscription{ps: ps}, nil
+}
+
+type redisSubscription struct{ ps *redis.PubSub }
+
+func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) (string, error) {
+	// Close the subscription if ctx ends while we wait, so that a caller
+	// whose ctx has no deadline is not kept waiting.
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { r.ps.Close(); close(closed) })
+	defer func() {
+		if !stop() {
+			<-closed
+		}
+	}()
+	deadline := time.Time{}
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	for {
+		wait := time.Duration(0)
+		if !deadline.IsZero() {
+			if wait = time.Until(deadline); wait <= 0 {
+				return "", nil
+			}
+		}
+		msg, err := r.ps.ReceiveTimeout(ctx, wait)
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if m, ok := msg.(*redis.Message); ok {
+			return m.Payload, nil
+		}
+		// Subscription confirmations and pongs: keep waiting.
+	}
+}
+
+func (r *redisSubscription) Close() error { return r.ps.Close() }
