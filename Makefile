@@ -1,0 +1,33 @@
+# Targets for people and CI. `make help` lists them; CI runs .ci/run, which
+# runs `make lint` and `make test`. Tools run with `go run tool@version` so
+# they never become requirements in the library's go.mod.
+
+# staticcheck 2026.2.2. The module proxy serves staticcheck's releases by
+# their v0 versions only (2026.2.2 is v0.8.2); this is the newest, and it
+# builds and runs with Go 1.26.
+STATICCHECK_VERSION := v0.8.2
+
+.DEFAULT_GOAL := help
+.PHONY: help test example lint bench
+
+help: ## List the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+# EXPORTER_REQUIRE_REDIS=1 turns a missing redis-server into a failure, never a skip.
+test: ## Run all tests with -race, on real Redis too (installs it if missing; what CI runs)
+	bash scripts/ensure-redis.sh
+	EXPORTER_REQUIRE_REDIS=1 go test -race -count=1 -timeout 15m ./...
+
+example: ## Run the example program (examples/basic)
+	go run ./examples/basic
+
+# go mod tidy -diff prints what tidy would change and fails, and leaves go.mod
+# and go.sum as they are, so nothing needs restoring.
+lint: ## Check gofmt, go vet, staticcheck and go mod tidy (changes no file)
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	go mod tidy -diff
+
+bench: ## Run the benchmarks
+	go test -run '^$$' -bench . -benchmem ./...
