@@ -276,7 +276,7 @@ func (s *feedSource) requireClosedOnce(t *testing.T) {
 	select {
 	case <-s.done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("feedSource was not closed")
+		t.Fatal("source was not closed")
 	}
 	require.Equal(t, int32(1), s.closed.Load(), "feedSource closed more than once")
 }

@@ -177,7 +177,9 @@ var scriptWrite = redis.NewScript(luaCommon + `
 local st = status()
 if not st then return {'missing'} end
 local final = ARGV[7]
-if redis.call('GET', lease) ~= ARGV[2] or st ~= 'running' then
+-- A pending job may only be failed (a shutdown); bytes need a running one.
+local ok = st == 'running' or (st == 'pending' and final == 'failed')
+if not ok or redis.call('GET', lease) ~= ARGV[2] then
   if final ~= '' and st == final then
     local field = (final == 'completed') and 'checksum' or 'error'
     if redis.call('HGET', meta, field) == ARGV[8] then return reply('ok') end

@@ -1,0 +1,164 @@
+package exporter
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+)
+
+// newStoreJob creates a pending job directly in the store.
+func newStoreJob(t *testing.T, e *env, ttl time.Duration) (*Job, Lease) {
+	t.Helper()
+	lease := Lease{Token: newToken(), TTL: ttl}
+	job, err := e.store.Create(testCtx(t), &Job{ID: uuid.NewString(), Owner: "alice",
+		Status: StatusPending, ChunkSize: testChunk}, lease, time.Hour)
+	require.NoError(t, err)
+	return job, lease
+}
+
+// TestStoreWriteIdempotent: a chunk written twice (a retried command whose
+// first reply was lost) is stored once; a chunk past the next one is
+// refused; a retried completion succeeds and changes nothing.
+func TestStoreWriteIdempotent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		job, lease := newStoreJob(t, e, time.Minute)
+		_, err := e.store.Create(ctx, job, lease, time.Hour)
+		require.Error(t, err, "an id is created once")
+		_, err = e.store.Begin(ctx, job.ID, lease)
+		require.NoError(t, err)
+		_, err = e.store.Begin(ctx, job.ID, lease)
+		require.NoError(t, err, "Begin is idempotent")
+
+		c0, c1 := randomBytes(testChunk), randomBytes(testChunk)
+		for range 2 {
+			_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Data: c0, Bytes: testChunk})
+			require.NoError(t, err)
+		}
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Data: c1, Bytes: 3 * testChunk})
+		require.Error(t, err, "a gap is refused")
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Data: c1, Bytes: 2 * testChunk})
+		require.NoError(t, err)
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Data: c1, Bytes: testChunk})
+		require.NoError(t, err, "a repeated index is ignored")
+
+		got, err := e.store.Get(ctx, job.ID)
+		require.NoError(t, err)
+		require.Equal(t, int64(2*testChunk), got.Bytes, "Bytes never goes back")
+
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: -1, Final: StatusCompleted, Checksum: "sha256:x", Chunks: 3, Bytes: 2 * testChunk})
+		require.Error(t, err, "completion with a missing chunk is refused")
+		done := ChunkWrite{Index: -1, Final: StatusCompleted, Checksum: "sha256:x", Chunks: 2, Bytes: 2 * testChunk}
+		for range 2 {
+			got, err = e.store.Write(ctx, job.ID, lease, done)
+			require.NoError(t, err, "a retried completion succeeds")
+			require.Equal(t, StatusCompleted, got.Status)
+		}
+		chunks, err := e.store.ReadChunks(ctx, job.ID, 0, 10)
+		require.NoError(t, err)
+		require.Equal(t, [][]byte{c0, c1}, chunks)
+
+		// After the end, the lease fences every write.
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Data: c1, Bytes: 3 * testChunk})
+		require.ErrorIs(t, err, ErrLeaseLost)
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: -1, Final: StatusFailed, Reason: "late"})
+		require.ErrorIs(t, err, ErrLeaseLost, "a completed job never becomes failed")
+		require.ErrorIs(t, e.store.Renew(ctx, job.ID, lease), ErrLeaseLost)
+		got, err = e.store.Get(ctx, job.ID)
+		require.NoError(t, err)
+		require.Equal(t, StatusCompleted, got.Status)
+		e.requireTTLs(t)
+	})
+}
+
+// TestStoreFencing: a write with another token, or after the lease lapsed,
+// is refused, and a lapsed job reads as failed with ErrWorkerLost.
+func TestStoreFencing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		job, lease := newStoreJob(t, e, 200*time.Millisecond)
+		_, err := e.store.Begin(ctx, job.ID, Lease{Token: "intruder", TTL: time.Minute})
+		require.ErrorIs(t, err, ErrLeaseLost)
+		_, err = e.store.Begin(ctx, job.ID, lease)
+		require.NoError(t, err)
+		_, err = e.store.Write(ctx, job.ID, Lease{Token: "intruder", TTL: time.Minute}, ChunkWrite{Index: 0, Data: []byte("x"), Bytes: 1})
+		require.ErrorIs(t, err, ErrLeaseLost)
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Data: randomBytes(testChunk), Bytes: testChunk})
+		require.NoError(t, err)
+
+		e.elapse(300 * time.Millisecond) // the worker stops renewing
+		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Data: []byte("late"), Bytes: testChunk + 4})
+		require.ErrorIs(t, err, ErrLeaseLost, "a late write from a lost worker is refused")
+		got, err := e.store.Get(ctx, job.ID)
+		require.NoError(t, err)
+		require.Equal(t, StatusFailed, got.Status)
+		require.Equal(t, ErrWorkerLost.Error(), got.Error)
+		require.Equal(t, int64(testChunk), got.Bytes)
+		chunks, err := e.store.ReadChunks(ctx, job.ID, 0, 10)
+		require.NoError(t, err)
+		require.Empty(t, chunks)
+		_, err = e.store.Cancel(ctx, job.ID, "too late")
+		require.ErrorIs(t, err, ErrFinished)
+		e.requireTTLs(t)
+
+		// A pending job whose instance died lapses the same way.
+		pending, _ := newStoreJob(t, e, 200*time.Millisecond)
+		e.elapse(300 * time.Millisecond)
+		got, err = e.store.Get(ctx, pending.ID)
+		require.NoError(t, err)
+		require.Equal(t, StatusFailed, got.Status)
+		require.ErrorIs(t, got.Err(), ErrWorkerLost)
+	})
+}
+
+// TestStoreMissing: every operation on an unknown id reports ErrNotFound
+// and creates nothing.
+func TestStoreMissing(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		id, lease := uuid.NewString(), Lease{Token: "t", TTL: time.Minute}
+		_, err := e.store.Get(ctx, id)
+		require.ErrorIs(t, err, ErrNotFound)
+		_, err = e.store.Begin(ctx, id, lease)
+		require.ErrorIs(t, err, ErrNotFound)
+		_, err = e.store.Write(ctx, id, lease, ChunkWrite{Index: 0, Data: []byte("x"), Bytes: 1})
+		require.ErrorIs(t, err, ErrNotFound)
+		require.ErrorIs(t, e.store.Renew(ctx, id, lease), ErrNotFound)
+		_, err = e.store.Cancel(ctx, id, "x")
+		require.ErrorIs(t, err, ErrNotFound)
+		_, err = e.store.ReadChunks(ctx, id, 0, 1)
+		require.ErrorIs(t, err, ErrNotFound)
+		require.Empty(t, e.keys(t))
+	})
+}
+
+// TestJobCodec: a hash the library did not write is reported as corrupt,
+// not half-read.
+func TestJobCodec(t *testing.T) {
+	good := map[string]string{fID: "i", fOwner: "o", fStatus: "running", fBytes: "1", fTotal: "0",
+		fChunk: "1024", fCreated: "1", fStarted: "0", fUpdated: "2", fFinished: "0", fRetention: "5",
+		fMetadata: `{"a":"b"}`}
+	j, err := decodeJob(good)
+	require.NoError(t, err)
+	require.Equal(t, time.UnixMilli(7).UTC(), j.ExpiresAt)
+	for _, f := range []string{fID, fOwner, fStatus, fBytes, fChunk, fCreated, fRetention} {
+		bad := map[string]string{}
+		for k, v := range good {
+			bad[k] = v
+		}
+		delete(bad, f)
+		_, err := decodeJob(bad)
+		require.ErrorIs(t, err, ErrCorrupt, f)
+	}
+	for f, v := range map[string]string{fStatus: "done", fBytes: "-1", fTotal: "x", fChunk: "10", fMetadata: "{"} {
+		bad := map[string]string{}
+		for k, v := range good {
+			bad[k] = v
+		}
+		bad[f] = v
+		_, err := decodeJob(bad)
+		require.ErrorIs(t, err, ErrCorrupt, f)
+	}
+}
