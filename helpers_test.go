@@ -182,9 +182,9 @@ func (e *env) elapse(d time.Duration) {
 
 // Users of the tests.
 var (
-	alice = User{ID: "alice", Permissions: []string{"exporter"}}
-	bob   = User{ID: "bob", Permissions: []string{"exporter"}}
-	admin = User{ID: "root", Permissions: []string{"exporter-admin"}}
+	alice  = User{ID: "alice", Permissions: []string{"exporter"}}
+	bob    = User{ID: "bob", Permissions: []string{"exporter"}}
+	admin  = User{ID: "root", Permissions: []string{"exporter-admin"}}
 	nobody = User{ID: "nobody"}
 	anon   = User{}
 )
