@@ -139,7 +139,8 @@ type Exporter struct {
 	wg   sync.WaitGroup
 
 	mu         sync.Mutex
-	closed     bool
+	closed     bool            // Shutdown was called: no new starts
+	stopped    bool            // Shutdown is waiting for the goroutines: none may start
 	background bool            // the lease keeper and cancel listener are started
 	reserved   int             // starts between the capacity check and the queue
 	running    int             // worker goroutines
@@ -275,7 +276,9 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 		return nil, err
 	}
 	rn.job = job
-	e.enqueue(rn)
+	if err := e.enqueue(rn); err != nil {
+		return nil, err
+	}
 	e.log.DebugContext(ctx, "export started", "job", id, "owner", user.ID)
 	return job.clone(), nil
 }
@@ -338,20 +341,29 @@ func (e *Exporter) checkIdle() {
 }
 
 // enqueue turns a reservation into a pending run, and starts a worker if a
-// run slot is free.
-func (e *Exporter) enqueue(rn *run) {
+// run slot is free. If Shutdown stopped waiting while the job was being
+// created, the job is failed at once and enqueue returns ErrClosed.
+func (e *Exporter) enqueue(rn *run) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.reserved--
+	if e.stopped {
+		e.release(rn.job.Owner)
+		e.mu.Unlock()
+		rn.cancel(ErrClosed)
+		e.end(rn, ErrClosed)
+		return ErrClosed
+	}
+	defer e.mu.Unlock()
 	e.runs[rn.job.ID] = rn
 	e.startBackground()
 	if e.running < e.cfg.MaxRunning {
 		e.running++
 		e.wg.Add(1)
 		go e.worker(rn)
-		return
+		return nil
 	}
 	e.queue = append(e.queue, rn)
+	return nil
 }
 
 // worker executes rn, then the next pending run, until none is left.
@@ -655,6 +667,9 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 			rn.closeReader(e.log)
 		}
 	}
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
 	e.stop(ErrClosed)
 	e.wg.Wait()
 	if err == nil {
