@@ -1,0 +1,194 @@
+package exporter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+type ctxKey struct{}
+
+// recordingHandler keeps the ctx value of every record it handles.
+type recordingHandler struct {
+	mu   sync.Mutex
+	seen map[string]any // message -> ctxKey value
+}
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *recordingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *recordingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seen[r.Message] = ctx.Value(ctxKey{})
+	return nil
+}
+
+// TestStartOutlivesCallerContext: the copy does not stop when the caller's
+// ctx ends (a finished HTTP request), but it keeps the ctx's values, which
+// the Logger's handler sees.
+func TestStartOutlivesCallerContext(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	h := &recordingHandler{seen: map[string]any{}}
+	x := e.exporter(t, Config{ChunkSize: testChunk, Logger: slog.New(h)})
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "trace-42"))
+	src := newFeedSource(randomBytes(testChunk))
+	job, err := x.StartExport(ctx, alice, src)
+	require.NoError(t, err)
+	cancel() // the request is over
+	src.feed(randomBytes(testChunk))
+	src.end(nil)
+	waitFor(t, x, alice, job.ID, StatusCompleted)
+	require.NoError(t, x.Shutdown(testCtx(t)))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Equal(t, "trace-42", h.seen["export completed"])
+}
+
+// countingHook counts the commands a client sends.
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestStatusIsOneRoundTrip: GetExportStatus sends one command.
+func TestStatusIsOneRoundTrip(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		x := e.exporter(t, Config{})
+		job := completedExport(t, x, []byte("x"))
+		hook := &countingHook{}
+		c := e.newClient(t)
+		c.AddHook(hook)
+		y := e.exporterOn(t, NewRedisStore(c).WithPrefix(e.prefix), Config{})
+		// The first call may load the script (EVALSHA, then EVAL on NOSCRIPT).
+		_, err := y.GetExportStatus(testCtx(t), alice, job.ID)
+		require.NoError(t, err)
+		hook.n.Store(0)
+		for range 10 {
+			_, err := y.GetExportStatus(testCtx(t), alice, job.ID)
+			require.NoError(t, err)
+		}
+		require.Equal(t, int64(10), hook.n.Load())
+	})
+}
+
+// boundedStore records the most chunks asked for in one read.
+type boundedStore struct {
+	Store
+	most atomic.Int64
+}
+
+func (b *boundedStore) ReadChunks(ctx context.Context, id string, first, n int) ([][]byte, error) {
+	for {
+		m := b.most.Load()
+		if int64(n) <= m || b.most.CompareAndSwap(m, int64(n)) {
+			break
+		}
+	}
+	return b.Store.ReadChunks(ctx, id, first, n)
+}
+
+// TestDownloadMemoryBounded: however large the export and the caller's
+// buffer, a Download asks the store for a bounded number of chunks at once.
+func TestDownloadMemoryBounded(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	x := e.exporter(t, Config{ChunkSize: testChunk})
+	data := randomBytes(100 * testChunk)
+	job := completedExport(t, x, data)
+	bs := &boundedStore{Store: e.store}
+	y := e.exporterOn(t, bs, Config{})
+	d, err := y.OpenExport(testCtx(t), alice, job.ID)
+	require.NoError(t, err)
+	p := make([]byte, len(data))
+	_, err = d.ReadAt(p, 0)
+	require.NoError(t, err)
+	require.Equal(t, data, p)
+	var buf bytes.Buffer
+	_, err = io.Copy(&buf, d)
+	require.NoError(t, err)
+	require.Equal(t, data, buf.Bytes())
+	require.LessOrEqual(t, bs.most.Load(), int64(16), "chunks per store read")
+}
+
+// TestConcurrentExports runs many exports on two instances at once, with
+// status reads, cancels and downloads racing them (run with -race).
+func TestConcurrentExports(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		a := e.exporter(t, Config{ChunkSize: testChunk, MaxRunning: 4})
+		b := e.secondExporter(t, Config{ChunkSize: 2 * testChunk, MaxRunning: 4})
+		ctx := testCtx(t)
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				x, y := a, b
+				if i%2 == 1 {
+					x, y = b, a
+				}
+				user := User{ID: fmt.Sprint("u", i%5), Permissions: []string{"exporter"}}
+				data := randomBytes(i * 700)
+				job, err := x.StartExport(ctx, user, bytes.NewReader(data))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%7 == 0 {
+					if _, err := y.CancelExport(ctx, user, job.ID); err != nil && !isFinished(err) {
+						t.Error(err)
+					}
+				}
+				if _, err := y.GetExportStatus(ctx, user, job.ID); err != nil {
+					t.Error(err)
+				}
+				job, err = y.WaitExport(ctx, user, job.ID)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				switch job.Status {
+				case StatusCancelled:
+					if i%7 != 0 {
+						t.Errorf("job %d cancelled", i)
+					}
+				case StatusCompleted:
+					d, err := y.OpenExport(ctx, user, job.ID)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					got, err := io.ReadAll(d)
+					if err != nil || !bytes.Equal(got, data) {
+						t.Errorf("job %d: %d bytes back, err %v", i, len(got), err)
+					}
+				default:
+					t.Errorf("job %d ended %s: %s", i, job.Status, job.Error)
+				}
+			}()
+		}
+		wg.Wait()
+		e.requireTTLs(t)
+	})
+}
+
+func isFinished(err error) bool { return err != nil && errors.Is(err, ErrFinished) }
