@@ -19,7 +19,8 @@ import (
 // Reading sequentially from offset 0 to the end (with Read or WriteTo, and
 // Seeks that only return to offset 0) verifies the bytes against
 // Job.Checksum: a mismatch, or a missing chunk, is an error wrapping
-// ErrCorrupt, returned with the last bytes. ReadAt and reads after a Seek
+// ErrCorrupt, returned instead of the last chunk's bytes, so a verified
+// read never delivers the whole of a corrupt export. ReadAt and reads after a Seek
 // elsewhere are not verified. If the export expires while it is read,
 // reads fail with an error wrapping ErrNotFound.
 //
@@ -40,7 +41,7 @@ type Download struct {
 
 	verify bool // reading sequentially from offset 0
 	sum    hash.Hash
-	summed int64
+	summed int64 // bytes hashed; equals off while verify holds
 	err    error // a sticky verification failure
 }
 
@@ -96,7 +97,7 @@ func (d *Download) Read(p []byte) (int, error) {
 	}
 	n := copy(p, span)
 	d.advance(p[:n])
-	return n, d.verified()
+	return n, nil
 }
 
 // WriteTo implements io.WriterTo, so io.Copy moves whole chunks without
@@ -135,6 +136,11 @@ func (d *Download) usable() error {
 }
 
 // span returns the bytes from the current offset to the end of its chunk.
+//
+// On a verified read, the last span is hashed and checked before any of it
+// is delivered, so corrupt data never reaches the end: http.ServeContent,
+// which drops read errors once it has sent the headers, then sends a body
+// shorter than its Content-Length and the client sees the failure.
 func (d *Download) span() ([]byte, error) {
 	idx := d.off / d.chunk
 	if idx < d.cached || idx >= d.cached+int64(len(d.cache)) {
@@ -144,20 +150,29 @@ func (d *Download) span() ([]byte, error) {
 		}
 		d.cache, d.cached = chunks, idx
 	}
-	return d.cache[idx-d.cached][d.off-idx*d.chunk:], nil
+	s := d.cache[idx-d.cached][d.off-idx*d.chunk:]
+	if d.verify && d.off+int64(len(s)) == d.Size() {
+		d.sum.Write(s)
+		d.summed += int64(len(s))
+		if err := d.verified(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
-// advance moves the offset past b, the bytes just delivered.
+// advance moves the offset past b, the bytes just delivered, hashing them
+// on a verified read (the last span was hashed by span).
 func (d *Download) advance(b []byte) {
-	d.off += int64(len(b))
-	if d.verify {
+	if d.verify && d.summed == d.off {
 		d.sum.Write(b)
 		d.summed += int64(len(b))
 	}
+	d.off += int64(len(b))
 }
 
-// verified checks the checksum once a sequential read from offset 0 has
-// delivered the last byte, and returns the (sticky) mismatch.
+// verified checks the checksum once a verified read has hashed every byte,
+// and returns the (sticky) mismatch.
 func (d *Download) verified() error {
 	if d.verify && d.summed == d.Size() {
 		d.verify = false // checked once; later reads at the end say io.EOF

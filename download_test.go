@@ -175,13 +175,31 @@ func TestDownloadVerifies(t *testing.T) {
 		require.NoError(t, err)
 		got, err := io.ReadAll(d)
 		require.ErrorIs(t, err, ErrCorrupt)
-		require.Len(t, got, len(data), "the bytes come with the error")
+		require.Less(t, len(got), len(data), "the last chunk is withheld")
+		require.True(t, bytes.Equal(data[:testChunk], got[:testChunk]))
 		_, err = d.Read(make([]byte, 1))
 		require.ErrorIs(t, err, ErrCorrupt, "the error sticks")
 		_, err = d.Seek(0, io.SeekStart)
 		require.NoError(t, err)
 		_, err = io.Copy(io.Discard, d)
 		require.ErrorIs(t, err, ErrCorrupt, "WriteTo verifies too")
+
+		// Served whole by http.ServeContent, the corrupt export is cut short,
+		// so the client sees the failure even though the status was 200.
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d, err := bad.OpenExport(r.Context(), alice, job.ID)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			http.ServeContent(w, r, "", time.Time{}, d)
+		}))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL)
+		require.NoError(t, err)
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 
 		// A chunk that went missing (data altered behind the library's back).
 		last := e.store.keys(job.ID)[1]

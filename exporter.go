@@ -225,7 +225,9 @@ func closeSource(r io.Reader, log *slog.Logger, id string) {
 // Errors wrap ErrUnauthenticated, ErrForbidden (also when the
 // PermissionChecker fails), ErrInvalid (nil r, bad options), ErrTooLarge
 // (WithTotal above MaxBytes), ErrBusy, ErrClosed, or the store's error.
-// Nothing is written when it returns one of the sentinels.
+// Nothing is written when it returns one of the sentinels, with one
+// exception: a start that Shutdown gave up on while the job was being
+// recorded returns ErrClosed and leaves that job failed.
 func (e *Exporter) StartExport(ctx context.Context, user User, r io.Reader, opts ...StartOption) (*Job, error) {
 	job, err := e.startExport(ctx, user, r, opts)
 	if err != nil {
@@ -522,20 +524,28 @@ func (e *Exporter) visible(ctx context.Context, user User, id string) (*Job, err
 		return nil, ErrNotFound
 	}
 	job, err := e.store.Get(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// Ask the checker here too, so that a failing checker answers an
+		// unknown id exactly as it answers another user's job.
+		if err := e.admin(ctx, user); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
 		return nil, err
-	}
-	if err := e.allowed(ctx, user, job); err != nil {
+	case err != nil:
 		return nil, err
+	case job.Owner != user.ID:
+		if err := e.admin(ctx, user); err != nil {
+			return nil, err
+		}
 	}
 	return job, nil
 }
 
-// allowed reports whether user may see job: its owner or an admin.
-func (e *Exporter) allowed(ctx context.Context, user User, job *Job) error {
-	if job.Owner == user.ID {
-		return nil
-	}
+// admin returns nil if user holds Config.AdminPermission, an error
+// wrapping ErrNotFound if not, and one wrapping ErrForbidden and the
+// checker's error if the checker failed.
+func (e *Exporter) admin(ctx context.Context, user User) error {
 	if e.cfg.AdminPermission == "" {
 		return ErrNotFound
 	}

@@ -209,6 +209,13 @@ func TestPermissionChecker(t *testing.T) {
 	require.ErrorIs(t, err, boom)
 	_, err = x.GetExportStatus(ctx, User{ID: "alice"}, job.ID)
 	require.NoError(t, err, "the owner needs no check")
+	// A stranger cannot tell an unknown id from another's job by the error.
+	_, errTheirs := x.GetExportStatus(ctx, User{ID: "mallory"}, job.ID)
+	_, errUnknown := x.GetExportStatus(ctx, User{ID: "mallory"}, "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59")
+	require.ErrorIs(t, errTheirs, ErrForbidden)
+	require.ErrorIs(t, errUnknown, ErrForbidden)
+	require.Equal(t, strings.ReplaceAll(errTheirs.Error(), job.ID, "ID"),
+		strings.ReplaceAll(errUnknown.Error(), "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59", "ID"))
 }
 
 // countingStore counts the store calls, to prove some calls make none.

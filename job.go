@@ -33,22 +33,23 @@ func (s Status) valid() bool {
 }
 
 // Job is a snapshot of an export as the store recorded it. Jobs returned by
-// the Exporter are copies: changing one changes nothing stored.
+// the Exporter are copies: changing one changes nothing stored. Its JSON
+// form (snake_case names, unset times left out) suits an HTTP API.
 type Job struct {
-	ID         string            // random UUID (v4) in canonical lower-case form, unguessable
-	Owner      string            // User.ID of the starter
-	Status     Status            // see Status
-	Bytes      int64             // bytes stored so far; never decreases (not reset when data is removed)
-	Total      int64             // expected size from WithTotal, 0 if unknown
-	Checksum   string            // "sha256:<64 hex>" of the stored bytes, set when completed
-	Error      string            // why it failed / was cancelled; "" otherwise
-	Metadata   map[string]string // from WithMetadata (e.g. filename, content type)
-	ChunkSize  int               // bytes per stored chunk, recorded so any instance can read the data
-	CreatedAt  time.Time         // when StartExport recorded it (store clock)
-	StartedAt  time.Time         // zero while pending
-	UpdatedAt  time.Time         // last change, progress or lease renewal
-	FinishedAt time.Time         // zero until terminal
-	ExpiresAt  time.Time         // when the job and its data disappear
+	ID         string            `json:"id"`                   // random UUID (v4) in canonical lower-case form, unguessable
+	Owner      string            `json:"owner"`                // User.ID of the starter
+	Status     Status            `json:"status"`               // see Status
+	Bytes      int64             `json:"bytes"`                // bytes stored so far; never decreases (not reset when data is removed)
+	Total      int64             `json:"total"`                // expected size from WithTotal, 0 if unknown
+	Checksum   string            `json:"checksum,omitempty"`   // "sha256:<64 hex>" of the stored bytes, set when completed
+	Error      string            `json:"error,omitempty"`      // why it failed / was cancelled; "" otherwise
+	Metadata   map[string]string `json:"metadata,omitempty"`   // from WithMetadata (e.g. filename, content type)
+	ChunkSize  int               `json:"chunk_size"`           // bytes per stored chunk, recorded so any instance can read the data
+	CreatedAt  time.Time         `json:"created_at"`           // when StartExport recorded it (store clock)
+	StartedAt  time.Time         `json:"started_at,omitzero"`  // zero while pending
+	UpdatedAt  time.Time         `json:"updated_at"`           // last change, progress or lease renewal
+	FinishedAt time.Time         `json:"finished_at,omitzero"` // zero until terminal
+	ExpiresAt  time.Time         `json:"expires_at"`           // when the job and its data disappear
 }
 
 // Progress returns Bytes/Total in [0, 1], or 0 when Total is unknown.

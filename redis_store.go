@@ -252,7 +252,7 @@ func (s *RedisStore) run(ctx context.Context, script *redis.Script, id string, a
 	}
 	code, _ := res[0].(string)
 	if code == "missing" {
-		return code, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return code, nil, ErrNotFound
 	}
 	if len(res) == 1 {
 		return code, nil, nil
@@ -352,7 +352,7 @@ func (s *RedisStore) ReadChunks(ctx context.Context, id string, first, n int) ([
 			return nil, err
 		}
 		if ok == 0 {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+			return nil, ErrNotFound
 		}
 	}
 	out := make([][]byte, len(vals))

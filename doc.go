@@ -1,0 +1,103 @@
+// Package exporter runs export jobs on Redis. A service hands StartExport
+// a User and an io.Reader and gets a pending Job back at once; the reader's
+// bytes are streamed into Redis in chunks in the background. Any instance
+// that shares the Redis can then report the job's progress, wait for its
+// end, cancel it, and serve the finished bytes as a download.
+//
+// # Usage
+//
+//	client := redis.NewClient(&redis.Options{
+//		Addr:                  "localhost:6379",
+//		ContextTimeoutEnabled: true, // see "Redis client options" below
+//	})
+//	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+//	if err != nil { ... }
+//	defer exp.Shutdown(ctx)
+//
+//	job, err := exp.StartExport(ctx, user, rows,
+//		exporter.WithTotal(size),
+//		exporter.WithMetadata(map[string]string{"filename": "rows.csv"}))
+//	...
+//	job, err = exp.WaitExport(ctx, user, job.ID) // or poll GetExportStatus
+//	...
+//	d, err := exp.OpenExport(r.Context(), user, job.ID)
+//	if err != nil { ... }
+//	defer d.Close()
+//	http.ServeContent(w, r, job.Metadata["filename"], job.FinishedAt, d)
+//
+// The user must hold Config.Permission ("exporter" by default) to start an
+// export; afterwards only the job's owner and holders of
+// Config.AdminPermission can see, wait for, cancel or open it. To anyone
+// else the job does not exist (ErrNotFound).
+//
+// The copy runs after StartExport has returned, under the Exporter's own
+// context, so the reader must not depend on the caller's request: not an
+// http.Request's Body, nor a query bound to the request's context.
+// StartExport takes ownership of the reader: an io.Closer is closed exactly
+// once, when the export ends however it ends.
+//
+// # Lifecycle
+//
+// A job's Status only moves forward:
+//
+//	pending -> running -> completed | failed | cancelled
+//
+// A pending job waits for a run slot on the instance that accepted it
+// (Config.MaxRunning); it may also go straight to failed or cancelled. The
+// three terminal statuses never change. A job fails when its reader or
+// Redis returns an error, when it passes Config.MaxBytes (ErrTooLarge),
+// when Shutdown gives up on it (ErrClosed), or when its instance stops
+// renewing its lease (ErrWorkerLost, seen by the next reader once the
+// lease lapses). Job.Err turns the recorded reason back into an error that
+// wraps the matching sentinel. A cancelled or failed job's bytes are
+// removed; a completed job keeps them, with their SHA-256 in Job.Checksum.
+// Every job and its bytes expire Config.Retention after their last update.
+//
+// # Keys and guarantees
+//
+// RedisStore documents the key layout: three keys per job under one hash
+// tag, <prefix>{<id>}:meta, :data and :lease, plus the pub/sub channels
+// used to announce ends and cancels. Every state change is a single Lua
+// script that checks the job's status and the running instance's lease
+// token before writing, and sets the keys' TTLs in the same step, so a
+// cancel cannot be overwritten by a late chunk, a finished job cannot be
+// cancelled, and an instance that lost its lease cannot write.
+//
+// CancelExport records the cancel in Redis before it returns, then
+// publishes it; the running instance, wherever it is, stops and closes
+// its reader when the message arrives, or at the latest at its next chunk
+// write or lease renewal (every Config.LeaseTTL/3), which re-check the
+// stored state.
+//
+// # Redis client options
+//
+// Create the go-redis client with ContextTimeoutEnabled: true. Then every
+// call returns by its ctx's deadline or cancellation. Without it go-redis
+// bounds a wait on Redis only by its ReadTimeout (3 s by default) and
+// ignores ctx while it waits, so a ctx deadline shorter than that is not
+// honoured.
+//
+// go-redis retries a command after a dropped connection (Options.MaxRetries,
+// 3 by default), so a chunk write may reach Redis twice. That is why each
+// chunk write carries its index: a chunk whose index is already stored is
+// ignored, and retrying the final write is harmless.
+//
+// RedisStore never closes the client it is given; close it after Shutdown.
+//
+// # Redis Cluster and Sentinel
+//
+// NewRedisStore accepts any redis.UniversalClient: a *redis.Client, a
+// failover client (redis.NewFailoverClient, for Sentinel-managed servers)
+// or a *redis.ClusterClient. A job's keys share the hash tag {<id>}, so each
+// script touches one Cluster slot and jobs spread over all the slots. Use
+// RedisStore.WithPrefix to share one Redis between services; a prefix
+// must not contain '{' or '}'.
+//
+// Redis replicates asynchronously, so a failover can lose the last writes
+// made before it. The scripts then work on the job as the new master has
+// it: a chunk that no longer follows the stored ones fails the job, a job
+// left pending or running by an instance that has moved on fails with
+// ErrWorkerLost when its lease lapses, and a Download that finds chunks
+// missing or bytes that do not match Job.Checksum returns an error wrapping
+// ErrCorrupt.
+package exporter

@@ -1,0 +1,343 @@
+package exporter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing/iotest"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/exporterkit/exporter"
+)
+
+// The examples run on miniredis, an in-process Redis; a service passes its
+// own client, created with ContextTimeoutEnabled: true.
+
+func Example() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// The user must hold Config.Permission, "exporter" by default.
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	rows := strings.NewReader("id,name\n1,Ada\n2,Grace\n")
+	job, err := exp.StartExport(ctx, alice, rows)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The copy runs in the background; any instance can wait for its end.
+	job, err = exp.WaitExport(ctx, alice, job.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(job.Status, job.Bytes, "bytes")
+
+	d, err := exp.OpenExport(ctx, alice, job.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer d.Close()
+	b, err := io.ReadAll(d) // verifies the bytes against job.Checksum
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(string(b))
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// completed 22 bytes
+	// id,name
+	// 1,Ada
+	// 2,Grace
+}
+
+func ExampleExporter_StartExport() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	csv := "id,name\n1,Ada\n"
+	job, err := exp.StartExport(ctx, alice, strings.NewReader(csv),
+		exporter.WithTotal(int64(len(csv))), // for progress only
+		exporter.WithMetadata(map[string]string{"filename": "users.csv", "content-type": "text/csv"}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	// StartExport returns as soon as the job is recorded.
+	fmt.Println(job.Status, job.Owner, job.Total, job.Metadata["filename"])
+
+	// Starting needs the permission; nothing is recorded without it, and
+	// the reader is closed if it is an io.Closer.
+	bob := exporter.User{ID: "bob"}
+	_, err = exp.StartExport(ctx, bob, strings.NewReader(csv))
+	fmt.Println(errors.Is(err, exporter.ErrForbidden))
+
+	// Shutdown lets the running export finish.
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	job, err = exp.GetExportStatus(ctx, alice, job.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(job.Status)
+	// Output:
+	// pending alice 14 users.csv
+	// true
+	// completed
+}
+
+func ExampleExporter_GetExportStatus() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{ChunkSize: 1024})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// A source that delivers half of its 4 KiB, then waits.
+	pr, pw := io.Pipe()
+	go pw.Write(make([]byte, 2048))
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	job, err := exp.StartExport(ctx, alice, pr, exporter.WithTotal(4096))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Bytes grows chunk by chunk (ChunkSize) while the job runs.
+	for job.Bytes < 2048 {
+		time.Sleep(5 * time.Millisecond)
+		if job, err = exp.GetExportStatus(ctx, alice, job.ID); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Printf("%s %d/%d %.0f%%\n", job.Status, job.Bytes, job.Total, 100*job.Progress())
+
+	// The second half, and the end of the source.
+	pw.Write(make([]byte, 2048))
+	pw.Close()
+	job, err = exp.WaitExport(ctx, alice, job.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s %d/%d %.0f%%\n", job.Status, job.Bytes, job.Total, 100*job.Progress())
+
+	// Only the owner (and holders of Config.AdminPermission) see a job;
+	// to anyone else it does not exist.
+	mallory := exporter.User{ID: "mallory", Permissions: []string{"exporter"}}
+	_, err = exp.GetExportStatus(ctx, mallory, job.ID)
+	fmt.Println(errors.Is(err, exporter.ErrNotFound))
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// running 2048/4096 50%
+	// completed 4096/4096 100%
+	// true
+}
+
+func ExampleExporter_CancelExport() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Nothing is ever written to pw: the export stays pending or running.
+	pr, pw := io.Pipe()
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	job, err := exp.StartExport(ctx, alice, pr)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// The cancel is recorded before CancelExport returns, and reaches the
+	// instance that runs the export, which closes its reader.
+	job, err = exp.CancelExport(ctx, alice, job.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(job.Status, errors.Is(job.Err(), exporter.ErrCancelled))
+
+	// Cancelling again is not an error.
+	_, err = exp.CancelExport(ctx, alice, job.ID)
+	fmt.Println(err)
+
+	// A cancelled export has no bytes to open.
+	_, err = exp.OpenExport(ctx, alice, job.ID)
+	fmt.Println(errors.Is(err, exporter.ErrNotReady))
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// The reader was closed: the writing side sees it.
+	_, err = pw.Write([]byte("late row\n"))
+	fmt.Println(err)
+	// Output:
+	// cancelled true
+	// <nil>
+	// true
+	// io: read/write on closed pipe
+}
+
+func ExampleExporter_OpenExport() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	job, err := exp.StartExport(ctx, alice, strings.NewReader("0123456789abcdefghijklmnopqrstuvwxyz"),
+		exporter.WithMetadata(map[string]string{"filename": "alphabet.txt", "content-type": "text/plain"}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := exp.WaitExport(ctx, alice, job.ID); err != nil {
+		log.Fatal(err)
+	}
+
+	// A download handler: a Download is an io.ReadSeeker, so
+	// http.ServeContent serves it, Range requests included.
+	download := func(w http.ResponseWriter, r *http.Request) {
+		d, err := exp.OpenExport(r.Context(), alice, r.PathValue("id"))
+		switch {
+		case errors.Is(err, exporter.ErrNotFound):
+			http.NotFound(w, r)
+			return
+		case errors.Is(err, exporter.ErrNotReady):
+			http.Error(w, "export not ready", http.StatusConflict)
+			return
+		case err != nil:
+			http.Error(w, "export unavailable", http.StatusInternalServerError)
+			return
+		}
+		defer d.Close()
+		job := d.Job()
+		w.Header().Set("Content-Type", job.Metadata["content-type"])
+		http.ServeContent(w, r, job.Metadata["filename"], job.FinishedAt, d)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /exports/{id}", download)
+
+	req := httptest.NewRequest(http.MethodGet, "/exports/"+job.ID, nil)
+	req.Header.Set("Range", "bytes=10-15")
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	fmt.Println(rec.Code, rec.Header().Get("Content-Range"), rec.Body.String())
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// 206 bytes 10-15/36 abcdef
+}
+
+func ExampleExporter_WaitExport() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+
+	// A source that delivers one byte per Read.
+	ok, err := exp.StartExport(ctx, alice, iotest.OneByteReader(strings.NewReader("hello\n")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	// A source that fails.
+	bad, err := exp.StartExport(ctx, alice, iotest.ErrReader(errors.New("database connection lost")))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// WaitExport returns the job once it is completed, failed or
+	// cancelled; a failed job is not an error of WaitExport: its reason
+	// is in job.Error and job.Err().
+	for _, id := range []string{ok.ID, bad.ID} {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		job, err := exp.WaitExport(wctx, alice, id)
+		cancel()
+		if err != nil {
+			log.Fatal(err)
+		}
+		if job.Status == exporter.StatusCompleted {
+			fmt.Println(job.Status, job.Bytes, job.Checksum)
+		} else {
+			fmt.Println(job.Status, job.Err())
+		}
+	}
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// completed 6 sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
+	// failed database connection lost
+}
