@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -182,7 +183,7 @@ func TestCancelWithoutNotification(t *testing.T) {
 		// Cancel through a store whose channels differ: the state changes in
 		// the same keys, but the notification goes to a channel nobody hears.
 		silent := &silentCancelStore{RedisStore: e.store}
-		_, err = silent.Cancel(ctx, job.ID, ErrCancelled.Error())
+		_, err = silent.Cancel(ctx, job.ID, "", ErrCancelled.Error())
 		require.NoError(t, err)
 		src.feed(randomBytes(2 * testChunk)) // the next write is refused
 		src.requireClosedOnce(t)
@@ -199,12 +200,15 @@ func TestCancelWithoutNotification(t *testing.T) {
 // channel no Exporter listens to.
 type silentCancelStore struct{ *RedisStore }
 
-func (s *silentCancelStore) Cancel(ctx context.Context, id, reason string) (*Job, error) {
-	code, j, err := s.run(ctx, scriptCancel, id, reason, s.prefix+"nobody-listens", id)
-	if err == nil && code == "finished" {
-		err = ErrFinished
+func (s *silentCancelStore) Cancel(ctx context.Context, id, owner, reason string) (*Job, error) {
+	res, err := scriptCancel.Run(ctx, s.client, s.keys(id), s.prefix+"nobody-listens", owner, reason).Slice()
+	if err != nil {
+		return nil, err
 	}
-	return j, err
+	if res[0] != "ok" {
+		return nil, fmt.Errorf("cancel: %v", res[0])
+	}
+	return nil, nil
 }
 
 // TestCancelCaughtByRenewal: with no notification and no chunk write (the
@@ -218,7 +222,7 @@ func TestCancelCaughtByRenewal(t *testing.T) {
 		job, err := a.StartExport(ctx, alice, src)
 		require.NoError(t, err)
 		waitStatus(t, a, alice, job.ID, StatusRunning)
-		_, err = (&silentCancelStore{RedisStore: e.store}).Cancel(ctx, job.ID, ErrCancelled.Error())
+		_, err = (&silentCancelStore{RedisStore: e.store}).Cancel(ctx, job.ID, "", ErrCancelled.Error())
 		require.NoError(t, err)
 		src.requireClosedOnce(t)
 		require.Equal(t, StatusCancelled, waitFor(t, a, alice, job.ID, StatusCancelled).Status)

@@ -294,3 +294,41 @@ func TestWaitIsNotified(t *testing.T) {
 		require.Less(t, r.at.Sub(ended), time.Second, "woken by the notification, not the 2 s re-read")
 	})
 }
+
+// TestWaitAcrossShutdown: a WaitExport in progress when its Exporter shuts
+// down, and one started afterwards, both still see the job end (on a
+// subscription of their own).
+func TestWaitAcrossShutdown(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		x, err := New(e.store, Config{LeaseTTL: time.Hour})
+		require.NoError(t, err)
+		y := e.secondExporter(t, Config{})
+		src := newFeedSource([]byte("x"))
+		job, err := y.StartExport(testCtx(t), alice, src)
+		require.NoError(t, err)
+		waitStatus(t, y, alice, job.ID, StatusRunning)
+
+		results := make(chan *Job, 2)
+		wait := func() {
+			j, err := x.WaitExport(testCtx(t), alice, job.ID)
+			if err != nil {
+				t.Error(err)
+			}
+			results <- j
+		}
+		go wait()
+		time.Sleep(100 * time.Millisecond) // the first waiter is waiting
+		require.NoError(t, x.Shutdown(testCtx(t)))
+		go wait()
+		time.Sleep(100 * time.Millisecond)
+		src.end(nil)
+		for range 2 {
+			select {
+			case j := <-results:
+				require.Equal(t, StatusCompleted, j.Status)
+			case <-time.After(time.Second):
+				t.Fatal("a waiter missed the end (the re-read interval is 2 s)")
+			}
+		}
+	})
+}

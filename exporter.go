@@ -137,11 +137,15 @@ type Exporter struct {
 	base context.Context
 	stop context.CancelCauseFunc
 	wg   sync.WaitGroup
+	bufs bufferPool // chunk buffers of cfg.ChunkSize
 
 	mu         sync.Mutex
 	closed     bool            // Shutdown was called: no new starts
 	stopped    bool            // Shutdown is waiting for the goroutines: none may start
-	background bool            // the lease keeper and cancel listener are started
+	background bool            // the lease keeper and event listener are started
+	listening  chan struct{}   // closed once the listener is subscribed (nil before)
+	waitersMu  sync.Mutex
+	waiters    map[string]map[chan struct{}]struct{} // WaitExport calls by job id
 	reserved   int             // starts between the capacity check and the queue
 	running    int             // worker goroutines
 	queue      []*run          // pending runs, oldest first
@@ -174,8 +178,10 @@ func New(store Store, cfg Config) (*Exporter, error) {
 		base:    base,
 		stop:    stop,
 		runs:    make(map[string]*run),
+		waiters: make(map[string]map[chan struct{}]struct{}),
 		perUser: make(map[string]int),
 		idle:    make(chan struct{}),
+		bufs:    bufferPool{size: cfg.ChunkSize},
 	}, nil
 }
 
@@ -425,16 +431,17 @@ func (e *Exporter) abort(id string, cause error) {
 	}
 }
 
-// startBackground starts the lease keeper and the cancel listener once.
+// startBackground starts the lease keeper and the event listener once.
 // e.mu is held.
 func (e *Exporter) startBackground() {
 	if e.background {
 		return
 	}
 	e.background = true
+	e.listening = make(chan struct{})
 	e.wg.Add(2)
 	go e.keepLeases()
-	go e.listenCancels()
+	go e.listen(e.listening)
 }
 
 // keepLeases renews the lease of every held run every LeaseTTL/3. A run
@@ -474,35 +481,6 @@ func (e *Exporter) keepLeases() {
 	}
 }
 
-// listenCancels stops local runs cancelled from any instance.
-func (e *Exporter) listenCancels() {
-	defer e.wg.Done()
-	backoff := 50 * time.Millisecond
-	for e.base.Err() == nil {
-		sub, err := e.store.SubscribeCancels(e.base)
-		if err == nil {
-			backoff = 50 * time.Millisecond
-			for err == nil {
-				var id string
-				if id, err = sub.Receive(e.base, 0); err == nil && id != "" {
-					e.abort(id, ErrCancelled)
-				}
-			}
-			sub.Close()
-		}
-		if e.base.Err() != nil {
-			return
-		}
-		e.log.Warn("export cancel subscription failed; retrying", "err", err, "backoff", backoff)
-		select {
-		case <-e.base.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
 // GetExportStatus returns the job id. Only its owner and holders of
 // Config.AdminPermission may see it; for anyone else, and for unknown,
 // malformed or expired ids, the error wraps ErrNotFound. It costs one
@@ -515,31 +493,33 @@ func (e *Exporter) GetExportStatus(ctx context.Context, user User, id string) (*
 	return job, nil
 }
 
-// visible reads job id and checks that user may see it.
+// visible reads job id and checks that user may see it. The owner's read
+// is one round trip; another user's costs an admin check and a second
+// read, and changes nothing unless that user is an admin.
 func (e *Exporter) visible(ctx context.Context, user User, id string) (*Job, error) {
+	return e.asOwnerOrAdmin(ctx, user, id, func(owner string) (*Job, error) {
+		return e.store.Get(ctx, id, owner)
+	})
+}
+
+// asOwnerOrAdmin runs op for user's own job (op(user.ID)) and, if that
+// finds nothing, for an admin on anyone's job (op("")). A failing checker
+// answers alike for an unknown id and another user's job.
+func (e *Exporter) asOwnerOrAdmin(ctx context.Context, user User, id string, op func(owner string) (*Job, error)) (*Job, error) {
 	if !user.authenticated() {
 		return nil, ErrUnauthenticated
 	}
 	if !validID(id) {
 		return nil, ErrNotFound
 	}
-	job, err := e.store.Get(ctx, id)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		// Ask the checker here too, so that a failing checker answers an
-		// unknown id exactly as it answers another user's job.
-		if err := e.admin(ctx, user); err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-		return nil, err
-	case err != nil:
-		return nil, err
-	case job.Owner != user.ID:
-		if err := e.admin(ctx, user); err != nil {
-			return nil, err
-		}
+	job, err := op(user.ID)
+	if !errors.Is(err, ErrNotFound) {
+		return job, err
 	}
-	return job, nil
+	if err := e.admin(ctx, user); err != nil {
+		return nil, err
+	}
+	return op("")
 }
 
 // admin returns nil if user holds Config.AdminPermission, an error
@@ -567,12 +547,11 @@ func (e *Exporter) admin(ctx context.Context, user User) error {
 // returned unchanged with an error wrapping ErrFinished. Other errors wrap
 // ErrUnauthenticated or ErrNotFound, or are the store's.
 func (e *Exporter) CancelExport(ctx context.Context, user User, id string) (*Job, error) {
-	if _, err := e.visible(ctx, user, id); err != nil {
-		return nil, fmt.Errorf("exporter: cancel %s: %w", id, err)
-	}
-	job, err := e.store.Cancel(ctx, id, ErrCancelled.Error())
+	job, err := e.asOwnerOrAdmin(ctx, user, id, func(owner string) (*Job, error) {
+		return e.store.Cancel(ctx, id, owner, ErrCancelled.Error())
+	})
 	if job != nil && job.Status == StatusCancelled {
-		// Stop a local run now rather than when the notification arrives.
+		// Stop a local run now rather than when the event arrives.
 		e.abort(id, ErrCancelled)
 	}
 	if err != nil {
@@ -580,49 +559,6 @@ func (e *Exporter) CancelExport(ctx context.Context, user User, id string) (*Job
 	}
 	e.log.InfoContext(ctx, "export cancelled", "job", id, "owner", job.Owner, "by", user.ID)
 	return job, nil
-}
-
-// WaitExport blocks until job id is terminal (completed, failed or
-// cancelled, including failed because its worker was lost) and returns it,
-// or returns ctx's error. It is driven by store notifications, with a
-// slow re-read as a safety net for lost notifications and lapsed leases.
-// Errors are those of GetExportStatus.
-func (e *Exporter) WaitExport(ctx context.Context, user User, id string) (*Job, error) {
-	job, err := e.wait(ctx, user, id)
-	if err != nil {
-		return nil, fmt.Errorf("exporter: wait %s: %w", id, err)
-	}
-	return job, nil
-}
-
-func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error) {
-	job, err := e.visible(ctx, user, id)
-	if err != nil || job.Status.Terminal() {
-		return job, err
-	}
-	sub, err := e.store.SubscribeJob(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Close()
-	poll := e.pollInterval()
-	for {
-		// Read after subscribing, so an end between the first read and the
-		// subscription is not missed.
-		if job, err = e.store.Get(ctx, id); err != nil || job.Status.Terminal() {
-			return job, err
-		}
-		if _, err := sub.Receive(ctx, poll); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// pollInterval is how often WaitExport re-reads a job without a
-// notification: often enough to see a lapsed lease about LeaseTTL after
-// its worker died.
-func (e *Exporter) pollInterval() time.Duration {
-	return min(max(e.cfg.LeaseTTL/4, 25*time.Millisecond), 2*time.Second)
 }
 
 // OpenExport returns a Download of completed job id for its owner or an
@@ -699,7 +635,7 @@ func (e *Exporter) end(rn *run, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
-	_, err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Index: -1, Final: StatusFailed, Reason: cause.Error()})
+	_, err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Final: StatusFailed, Reason: cause.Error()})
 	if err != nil && !errors.Is(err, ErrLeaseLost) {
 		e.log.Warn("recording export failure failed; its lease will lapse", "job", rn.job.ID, "err", err)
 	}

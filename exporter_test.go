@@ -225,18 +225,18 @@ type countingStore struct {
 	calls int
 }
 
-func (c *countingStore) Get(ctx context.Context, id string) (*Job, error) {
+func (c *countingStore) Get(ctx context.Context, id, owner string) (*Job, error) {
 	c.mu.Lock()
 	c.calls++
 	c.mu.Unlock()
-	return c.Store.Get(ctx, id)
+	return c.Store.Get(ctx, id, owner)
 }
 
-func (c *countingStore) Cancel(ctx context.Context, id, reason string) (*Job, error) {
+func (c *countingStore) Cancel(ctx context.Context, id, owner, reason string) (*Job, error) {
 	c.mu.Lock()
 	c.calls++
 	c.mu.Unlock()
-	return c.Store.Cancel(ctx, id, reason)
+	return c.Store.Cancel(ctx, id, owner, reason)
 }
 
 // TestMalformedIDs: ids that are not canonical UUIDs are ErrNotFound

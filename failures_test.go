@@ -28,6 +28,9 @@ func (r *readerFunc) Close() error               { r.closes.Add(1); return nil }
 func TestSourceFailures(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		x := e.exporter(t, Config{ChunkSize: testChunk, MaxBytes: 8 * testChunk})
+		// Each source serves 3 chunks, waits until they are stored (so there
+		// is data to remove), then misbehaves.
+		var gate chan struct{}
 		prefixThen := func(then func(p []byte) (int, error)) func(p []byte) (int, error) {
 			sent := 0
 			return func(p []byte) (int, error) {
@@ -36,6 +39,7 @@ func TestSourceFailures(t *testing.T) {
 					sent += n
 					return n, nil
 				}
+				<-gate
 				return then(p)
 			}
 		}
@@ -53,20 +57,30 @@ func TestSourceFailures(t *testing.T) {
 				io.ErrNoProgress.Error(), nil},
 			{"bad count", prefixThen(func(p []byte) (int, error) { return len(p) + 1, nil }),
 				"exporter: source Read returned", nil},
-			{"too large", func(p []byte) (int, error) { return len(p), nil },
+			{"too large", prefixThen(func(p []byte) (int, error) { return len(p), nil }),
 				"exporter: export too large", ErrTooLarge},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
+				gate = make(chan struct{})
 				r := &readerFunc{read: tt.read}
 				job, err := x.StartExport(testCtx(t), alice, r)
 				require.NoError(t, err)
+				require.Eventually(t, func() bool {
+					j, err := x.GetExportStatus(testCtx(t), alice, job.ID)
+					require.NoError(t, err)
+					return j.Bytes == 3*testChunk
+				}, 10*time.Second, time.Millisecond)
+				close(gate)
 				job = waitFor(t, x, alice, job.ID, StatusFailed)
 				require.Contains(t, job.Error, tt.error)
 				if tt.is != nil {
 					require.ErrorIs(t, job.Err(), tt.is)
 				}
-				require.Positive(t, job.Bytes, "bytes were stored before the failure")
+				// Bytes is not reset when the data is removed (a source that is
+				// too large may have had more stored, up to MaxBytes).
+				require.GreaterOrEqual(t, job.Bytes, int64(3*testChunk))
+				require.LessOrEqual(t, job.Bytes, int64(8*testChunk))
 				require.Empty(t, job.Checksum)
 				chunks, err := e.store.ReadChunks(testCtx(t), job.ID, 0, 100)
 				require.NoError(t, err)

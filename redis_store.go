@@ -23,9 +23,9 @@ import (
 //	<prefix>{<id>}:lease  string: the running instance's token, with PX = lease TTL
 //
 // Every state change is one Lua script that checks the status and the
-// lease token before it writes and sets the TTLs in the same step. Status
-// changes are announced on the channels <prefix>{<id>}:events (the new
-// status) and <prefix>cancel (the id of a cancelled job).
+// lease token before it writes and sets the TTLs in the same step. A job
+// reaching a terminal status is announced on the channel <prefix>events
+// as "<id> <status>", in the same script.
 //
 // RedisStore never closes the client it was given.
 type RedisStore struct {
@@ -75,18 +75,18 @@ func (s *RedisStore) keys(id string) []string {
 	return []string{tag + "meta", tag + "data", tag + "lease"}
 }
 
-func (s *RedisStore) jobChannel(id string) string { return s.prefix + "{" + id + "}:events" }
-func (s *RedisStore) cancelChannel() string       { return s.prefix + "cancel" }
+// eventsChannel is where the scripts announce terminal statuses, as
+// "<id> <status>".
+func (s *RedisStore) eventsChannel() string { return s.prefix + "events" }
 
 // luaCommon is prepended to every script.
 //
-// now() is the server's clock in ms; keep() records an update and renews
-// the retention TTL of meta and data; lapsed() tells whether a live job has
-// lost its lease; fail_lost() ends such a job; reply() builds the reply
-// {code, field, value, ...} from the job hash.
-//
 // All scripts take KEYS[1] = meta, KEYS[2] = data, KEYS[3] = lease and
-// ARGV[1] = the job's events channel.
+// ARGV[1] = the events channel. now() is the server's clock in ms; keep()
+// records an update and renews the retention TTL of meta and data;
+// finish() ends a job, removing its data unless it completed, and
+// announces it; status() reads the status, first ending a live job whose
+// lease lapsed; reply() returns {code, field, value, ...}.
 const luaCommon = `
 local meta, data, lease, events = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local function now()
@@ -110,10 +110,9 @@ local function finish(st, field, value, t)
   if st ~= 'completed' then redis.call('DEL', data) end
   redis.call('DEL', lease)
   keep(t)
-  redis.call('PUBLISH', events, st)
+  redis.call('PUBLISH', events, redis.call('HGET', meta, 'id') .. ' ' .. st)
 end
 local function live(st) return st == 'pending' or st == 'running' end
--- status returns the job's status after ending it if its lease lapsed.
 local function status()
   local st = redis.call('HGET', meta, 'status')
   if st and live(st) and redis.call('EXISTS', lease) == 0 then
@@ -121,6 +120,11 @@ local function status()
     st = 'failed'
   end
   return st
+end
+-- mine() is false when the job is missing or ARGV[owner] names another owner.
+local function mine(owner)
+  local o = redis.call('HGET', meta, 'owner')
+  return o and (owner == '' or o == owner)
 end
 `
 
@@ -141,44 +145,29 @@ return reply('ok')
 
 // scriptGet reads a job, ending it first if its lease lapsed.
 //
-// Returns {"ok", job...} or {"missing"}.
+// ARGV[2] owner ("" = any). Returns {"ok", job...} or {"missing"} (also
+// for another owner's job, which it leaves untouched).
 var scriptGet = redis.NewScript(luaCommon + `
-if not status() then return {'missing'} end
+if not mine(ARGV[2]) then return {'missing'} end
+status()
 return reply('ok')
 `)
 
-// scriptBegin moves a pending job to running.
+// scriptWrite is Store.Write: begin, append chunks, end.
 //
-// ARGV[2] token, ARGV[3] lease TTL ms.
-// Returns {"ok", job...}, {"fenced", job...} or {"missing"}.
-var scriptBegin = redis.NewScript(luaCommon + `
-local st = status()
-if not st then return {'missing'} end
-if not live(st) or redis.call('GET', lease) ~= ARGV[2] then return reply('fenced') end
-local t = now()
-if st == 'pending' then
-  redis.call('HSET', meta, 'status', 'running', 'started', fmt(t))
-end
-redis.call('PEXPIRE', lease, ARGV[3])
-keep(t)
-return reply('ok')
-`)
-
-// scriptWrite stores a chunk and/or ends the job (Store.Write).
-//
-// ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] chunk index (-1: none),
-// ARGV[5] chunk bytes, ARGV[6] Bytes after the chunk, ARGV[7] final status
+// ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] "1" to begin, ARGV[5] index
+// of the first chunk, ARGV[6] Bytes after the chunks, ARGV[7] final status
 // ("", "completed", "failed"), ARGV[8] checksum or error text, ARGV[9]
-// number of chunks a completed job must hold.
-// Returns {"ok"} for a chunk, {"ok", job...} for an end, {"fenced", job...},
-// {"gap", job...} (an index past the next one, or a count that does not
-// match) or {"missing"}.
+// number of chunks a completed job must hold, ARGV[10..] the chunks.
+// Returns {"ok"} for chunks alone, {"ok", job...} for an end,
+// {"fenced", job...}, {"gap", job...} (an index past the next one, or a
+// count that does not match) or {"missing"}.
 var scriptWrite = redis.NewScript(luaCommon + `
 local st = status()
 if not st then return {'missing'} end
 local final = ARGV[7]
--- A pending job may only be failed (a shutdown); bytes need a running one.
-local ok = st == 'running' or (st == 'pending' and final == 'failed')
+-- A pending job must begin before it takes bytes, or be failed (Shutdown).
+local ok = st == 'running' or (st == 'pending' and (ARGV[4] == '1' or final == 'failed'))
 if not ok or redis.call('GET', lease) ~= ARGV[2] then
   if final ~= '' and st == final then
     local field = (final == 'completed') and 'checksum' or 'error'
@@ -186,16 +175,20 @@ if not ok or redis.call('GET', lease) ~= ARGV[2] then
   end
   return reply('fenced')
 end
-local idx = tonumber(ARGV[4])
-if idx >= 0 then
+local t = now()
+if st == 'pending' and ARGV[4] == '1' then
+  redis.call('HSET', meta, 'status', 'running', 'started', fmt(t))
+end
+if #ARGV >= 10 then
   local n = redis.call('LLEN', data)
+  local idx = tonumber(ARGV[5])
   if idx > n then return reply('gap') end
-  if idx == n then
-    redis.call('RPUSH', data, ARGV[5])
+  local first = 10 + n - idx -- chunks before it are stored already
+  if first <= #ARGV then
+    redis.call('RPUSH', data, unpack(ARGV, first))
     redis.call('HSET', meta, 'bytes', ARGV[6])
   end
 end
-local t = now()
 if final == 'completed' then
   if redis.call('LLEN', data) ~= tonumber(ARGV[9]) then return reply('gap') end
   finish('completed', 'checksum', ARGV[8], t)
@@ -224,16 +217,15 @@ return {'ok'}
 
 // scriptCancel cancels a pending or running job.
 //
-// ARGV[2] reason, ARGV[3] the cancel channel, ARGV[4] the job id.
+// ARGV[2] owner ("" = any), ARGV[3] reason.
 // Returns {"ok", job...} (cancelled now or before), {"finished", job...}
-// or {"missing"}.
+// or {"missing"} (also for another owner's job, left untouched).
 var scriptCancel = redis.NewScript(luaCommon + `
+if not mine(ARGV[2]) then return {'missing'} end
 local st = status()
-if not st then return {'missing'} end
 if st == 'cancelled' then return reply('ok') end
 if not live(st) then return reply('finished') end
-finish('cancelled', 'error', ARGV[2], now())
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+finish('cancelled', 'error', ARGV[3], now())
 return reply('ok')
 `)
 
@@ -241,7 +233,7 @@ return reply('ok')
 // code and the job, if the reply carries one.
 func (s *RedisStore) run(ctx context.Context, script *redis.Script, id string, args ...any) (string, *Job, error) {
 	argv := make([]any, 0, len(args)+1)
-	argv = append(argv, s.jobChannel(id))
+	argv = append(argv, s.eventsChannel())
 	argv = append(argv, args...)
 	res, err := script.Run(ctx, s.client, s.keys(id), argv...).Slice()
 	if err != nil {
@@ -285,15 +277,9 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 }
 
 // Get implements Store.
-func (s *RedisStore) Get(ctx context.Context, id string) (*Job, error) {
-	_, j, err := s.run(ctx, scriptGet, id)
+func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
+	_, j, err := s.run(ctx, scriptGet, id, owner)
 	return j, err
-}
-
-// Begin implements Store.
-func (s *RedisStore) Begin(ctx context.Context, id string, lease Lease) (*Job, error) {
-	code, j, err := s.run(ctx, scriptBegin, id, lease.Token, lease.TTL.Milliseconds())
-	return fenced(code, j, err)
 }
 
 // Write implements Store.
@@ -302,10 +288,18 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 	if w.Final == StatusFailed {
 		text = w.Reason
 	}
-	code, j, err := s.run(ctx, scriptWrite, id, lease.Token, lease.TTL.Milliseconds(),
-		w.Index, w.Data, w.Bytes, string(w.Final), text, w.Chunks)
+	begin := "0"
+	if w.Begin {
+		begin = "1"
+	}
+	args := make([]any, 0, 8+len(w.Chunks))
+	args = append(args, lease.Token, lease.TTL.Milliseconds(), begin, w.Index, w.Bytes, string(w.Final), text, w.Count)
+	for _, c := range w.Chunks {
+		args = append(args, c)
+	}
+	code, j, err := s.run(ctx, scriptWrite, id, args...)
 	if code == "gap" {
-		return j, fmt.Errorf("exporter: write %s: chunk %d does not follow the stored chunks", id, w.Index)
+		return j, fmt.Errorf("exporter: write %s: chunks from %d do not follow the stored ones", id, w.Index)
 	}
 	return fenced(code, j, err)
 }
@@ -318,8 +312,8 @@ func (s *RedisStore) Renew(ctx context.Context, id string, lease Lease) error {
 }
 
 // Cancel implements Store.
-func (s *RedisStore) Cancel(ctx context.Context, id string, reason string) (*Job, error) {
-	code, j, err := s.run(ctx, scriptCancel, id, reason, s.cancelChannel(), id)
+func (s *RedisStore) Cancel(ctx context.Context, id, owner, reason string) (*Job, error) {
+	code, j, err := s.run(ctx, scriptCancel, id, owner, reason)
 	if err == nil && code == "finished" {
 		err = ErrFinished
 	}
@@ -362,20 +356,11 @@ func (s *RedisStore) ReadChunks(ctx context.Context, id string, first, n int) ([
 	return out, nil
 }
 
-// SubscribeJob implements Store.
-func (s *RedisStore) SubscribeJob(ctx context.Context, id string) (Subscription, error) {
-	return s.subscribe(ctx, s.jobChannel(id))
-}
-
-// SubscribeCancels implements Store.
-func (s *RedisStore) SubscribeCancels(ctx context.Context) (Subscription, error) {
-	return s.subscribe(ctx, s.cancelChannel())
-}
-
-func (s *RedisStore) subscribe(ctx context.Context, channel string) (Subscription, error) {
-	ps := s.client.Subscribe(ctx, channel)
-	// Wait for the confirmation, so that a change made after Subscribe
-	// returns is never missed.
+// Subscribe implements Store.
+func (s *RedisStore) Subscribe(ctx context.Context) (Subscription, error) {
+	ps := s.client.Subscribe(ctx, s.eventsChannel())
+	// Wait for the confirmation, so that an event after Subscribe returns
+	// is never missed.
 	if _, err := ps.Receive(ctx); err != nil {
 		ps.Close()
 		return nil, err
@@ -385,7 +370,7 @@ func (s *RedisStore) subscribe(ctx context.Context, channel string) (Subscriptio
 
 type redisSubscription struct{ ps *redis.PubSub }
 
-func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) (string, error) {
+func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) (Event, error) {
 	// Close the subscription if ctx ends while we wait, so that a caller
 	// whose ctx has no deadline is not kept waiting.
 	closed := make(chan struct{})
@@ -403,24 +388,27 @@ func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) 
 		wait := time.Duration(0)
 		if !deadline.IsZero() {
 			if wait = time.Until(deadline); wait <= 0 {
-				return "", nil
+				return Event{}, nil
 			}
 		}
 		msg, err := r.ps.ReceiveTimeout(ctx, wait)
 		if ctx.Err() != nil {
-			return "", ctx.Err()
+			return Event{}, ctx.Err()
 		}
 		var ne interface{ Timeout() bool }
 		if errors.As(err, &ne) && ne.Timeout() {
-			return "", nil
+			return Event{}, nil
 		}
 		if err != nil {
-			return "", err
+			return Event{}, err
 		}
 		if m, ok := msg.(*redis.Message); ok {
-			return m.Payload, nil
+			id, st, ok := strings.Cut(m.Payload, " ")
+			if ok && validID(id) && Status(st).Terminal() {
+				return Event{ID: id, Status: Status(st)}, nil
+			}
 		}
-		// Subscription confirmations and pongs: keep waiting.
+		// Subscription confirmations, pongs, malformed payloads: keep waiting.
 	}
 }
 

@@ -23,41 +23,37 @@ type Store interface {
 	Create(ctx context.Context, job *Job, lease Lease, retention time.Duration) (*Job, error)
 
 	// Get returns the job. It returns an error wrapping ErrNotFound if the
-	// job does not exist or expired. A pending or running job whose lease
-	// lapsed is first recorded as failed with ErrWorkerLost's text, so every
-	// reader sees the same, final answer.
-	Get(ctx context.Context, id string) (*Job, error)
+	// job does not exist, expired, or (when owner is not "") belongs to
+	// someone else; in that last case it changes nothing. A pending or
+	// running job whose lease lapsed is first recorded as failed with
+	// ErrWorkerLost's text, so every reader sees the same, final answer.
+	Get(ctx context.Context, id, owner string) (*Job, error)
 
-	// Begin moves a pending job to running and renews lease. Calling it
-	// again on a running job with the same lease succeeds.
-	Begin(ctx context.Context, id string, lease Lease) (*Job, error)
-
-	// Write stores w's chunk (if any) at its index and, when w.Final is set,
-	// ends the job with that status in the same operation. A chunk whose
-	// index is already stored is ignored (a retried write); an index past the
-	// next one is an error. Write renews lease. Ending a job with a status it
-	// already has (a retried final write) succeeds.
+	// Write applies w in one atomic step: with w.Begin it moves a pending
+	// job to running; it appends w.Chunks at w.Index; with w.Final it ends
+	// the job with that status. Chunks whose index is already stored are
+	// skipped (a retried write); an index past the next one is an error.
+	// Write renews lease. Ending a job with the status it already has (a
+	// retried final write) succeeds.
 	Write(ctx context.Context, id string, lease Lease, w ChunkWrite) (*Job, error)
 
 	// Renew extends lease and the job's retention.
 	Renew(ctx context.Context, id string, lease Lease) error
 
 	// Cancel records the job as cancelled with reason, removes its data and
-	// its lease, and notifies SubscribeCancels subscribers. A cancelled job
-	// is returned as it is with a nil error; a completed or failed one is
-	// returned unchanged with an error wrapping ErrFinished.
-	Cancel(ctx context.Context, id string, reason string) (*Job, error)
+	// its lease, and announces it to Subscribe. A cancelled job is returned
+	// as it is with a nil error; a completed or failed one is returned
+	// unchanged with an error wrapping ErrFinished. When owner is not "",
+	// another user's job is ErrNotFound and left unchanged.
+	Cancel(ctx context.Context, id, owner, reason string) (*Job, error)
 
 	// ReadChunks returns up to n stored chunks starting at index first. It
 	// returns an error wrapping ErrNotFound if the job is gone.
 	ReadChunks(ctx context.Context, id string, first, n int) ([][]byte, error)
 
-	// SubscribeJob subscribes to the ends of job id: a message arrives
-	// when it reaches a terminal status.
-	SubscribeJob(ctx context.Context, id string) (Subscription, error)
-
-	// SubscribeCancels subscribes to the ids of jobs cancelled anywhere.
-	SubscribeCancels(ctx context.Context) (Subscription, error)
+	// Subscribe returns the stream of jobs reaching a terminal status,
+	// cancels included, on every instance.
+	Subscribe(ctx context.Context) (Subscription, error)
 }
 
 // Lease is a run's claim on a job: a random token and how long the claim
@@ -67,27 +63,33 @@ type Lease struct {
 	TTL   time.Duration
 }
 
-// ChunkWrite is one Store.Write: an optional chunk and an optional end.
+// ChunkWrite is one Store.Write.
 type ChunkWrite struct {
-	Index int64  // chunk index; -1 when there is no chunk
-	Data  []byte // the chunk's bytes; exactly the job's ChunkSize but for the last chunk
-	Bytes int64  // bytes stored once this chunk is (the job's new Bytes)
+	Begin  bool     // move a pending job to running first
+	Index  int64    // index of Chunks[0]
+	Chunks [][]byte // each exactly the job's ChunkSize but for the export's last
+	Bytes  int64    // the job's Bytes once Chunks are stored
 
 	Final    Status // "", StatusCompleted or StatusFailed
 	Checksum string // with StatusCompleted: "sha256:<hex>" of all bytes
-	Chunks   int64  // with StatusCompleted: how many chunks the job must hold
+	Count    int64  // with StatusCompleted: how many chunks the job must hold
 	Reason   string // with StatusFailed: Job.Error
 }
 
-// Subscription delivers store notifications. It is used by one goroutine
-// at a time.
+// Event is a job reaching a terminal status.
+type Event struct {
+	ID     string
+	Status Status
+}
+
+// Subscription delivers store events. It is used by one goroutine at a
+// time.
 type Subscription interface {
-	// Receive waits up to timeout (0: until ctx is done) for the next
-	// notification and returns its payload: a job id for SubscribeCancels,
-	// a status for SubscribeJob. It returns "", nil when timeout passed
-	// first, and ctx's error when ctx is done. Notifications can be lost
-	// (for example across a reconnect): callers re-read the store.
-	Receive(ctx context.Context, timeout time.Duration) (string, error)
+	// Receive waits up to timeout (0: until ctx is done) for the next event.
+	// It returns the zero Event and a nil error when timeout passed first,
+	// and ctx's error when ctx is done. Events can be lost (for example
+	// across a reconnect): callers re-read the store.
+	Receive(ctx context.Context, timeout time.Duration) (Event, error)
 	Close() error
 }
 

@@ -7,15 +7,57 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"time"
 )
 
 // errRunDone is the cause a run's context is cancelled with when its
 // worker is done with it.
 var errRunDone = errors.New("exporter: run done")
 
-// execute runs one export: pending -> running, the chunking copy, and the
-// ending. Its source is closed when the export ends, or as soon as the
-// run's context is cancelled (CancelExport, Shutdown, a lost lease), which
+// The chunking copy is two goroutines per running export: the worker
+// reads and hashes chunks, the writer stores them. They meet at a queue of
+// at most about a batch of chunks, so reading overlaps writing; the writer
+// sends everything queued (up to a batch) in one script call, so small
+// chunks cost one round trip per batch rather than per chunk.
+const (
+	batchBytes  = 1 << 20 // most bytes per store write
+	batchChunks = 64      // most chunks per store write
+	// beginDelay is how long the writer waits for the first chunks before
+	// it moves the job to running on its own; a source that is quicker
+	// than that has its begin fused into its first write.
+	beginDelay = 10 * time.Millisecond
+)
+
+// batchLen is how many chunks of size fit a batch.
+func batchLen(size int) int { return min(max(batchBytes/size, 1), batchChunks) }
+
+// bufferPool recycles chunk buffers of one size, so that a blocked export
+// holds only the chunk it is filling.
+type bufferPool struct {
+	size int
+	pool sync.Pool
+}
+
+func (p *bufferPool) get(size int) []byte {
+	if size == p.size {
+		if b, ok := p.pool.Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, size)
+}
+
+func (p *bufferPool) put(b []byte) {
+	if cap(b) == p.size {
+		b = b[:p.size]
+		p.pool.Put(&b)
+	}
+}
+
+// execute runs one export: the chunking copy and its ending. Its source is
+// closed when the export ends, or as soon as the run's context is
+// cancelled (CancelExport, Shutdown, a lost lease, a failed write), which
 // unblocks a Read that waits on a closed source.
 func (e *Exporter) execute(rn *run) {
 	closed := make(chan struct{})
@@ -24,16 +66,10 @@ func (e *Exporter) execute(rn *run) {
 		rn.cancel(errRunDone)
 		<-closed // the closing goroutine is ours: wait for it
 	}()
-
 	if rn.ctx.Err() != nil { // stopped while it waited in the queue
 		e.end(rn, context.Cause(rn.ctx))
 		return
 	}
-	if _, err := e.store.Begin(rn.ctx, rn.job.ID, rn.lease); err != nil {
-		e.ended(rn, err)
-		return
-	}
-	e.log.DebugContext(rn.ctx, "export running", "job", rn.job.ID, "owner", rn.job.Owner)
 	job, err := e.copyChunks(rn)
 	if err != nil {
 		e.ended(rn, err)
@@ -55,72 +91,151 @@ func (e *Exporter) ended(rn *run, err error) {
 	e.end(rn, err)
 }
 
-// copyChunks copies the source of rn into the store in chunks of exactly
-// the job's ChunkSize (the last may be shorter), hashing as it goes, and
-// records completion with the last chunk. The read of the next chunk
-// overlaps the write of the previous one; two chunk buffers are all the
-// memory it holds.
+// copyChunks reads the source of rn in chunks of exactly the job's
+// ChunkSize (the last may be shorter), hashes them, and hands them to a
+// chunkWriter, which stores them and records completion with the last.
 func (e *Exporter) copyChunks(rn *run) (*Job, error) {
 	size := rn.job.ChunkSize
-	bufs := [2][]byte{make([]byte, size), make([]byte, size)}
+	w := &chunkWriter{e: e, rn: rn, queue: make(chan []byte, batchLen(size)), done: make(chan writeResult, 1)}
+	go w.run()
+
 	sum := sha256.New()
 	src := source{r: rn.r}
-	var (
-		stored   int64 // bytes in chunks written or being written
-		index    int64 // index of the chunk in cur
-		inflight chan error
-	)
-	// wait collects the previous chunk's write; it is always called before
-	// returning, so the writing goroutine never outlives the copy.
-	wait := func() error {
-		if inflight == nil {
-			return nil
-		}
-		err := <-inflight
-		inflight = nil
-		return err
-	}
-	cur := bufs[0]
-	n, rerr := src.fill(cur)
-	for {
+	var total int64
+	var failure error
+	for failure == nil {
+		buf := e.bufs.get(size)
+		n, err := src.fill(buf)
 		switch {
 		case rn.ctx.Err() != nil:
-			wait()
-			return nil, context.Cause(rn.ctx)
-		case rerr != nil && rerr != io.EOF:
-			wait()
-			return nil, rerr
-		case stored+int64(n) > e.cfg.MaxBytes:
-			wait()
-			return nil, fmt.Errorf("%w: more than MaxBytes (%d bytes)", ErrTooLarge, e.cfg.MaxBytes)
+			failure = context.Cause(rn.ctx)
+		case err != nil && err != io.EOF:
+			failure = err
+		case total+int64(n) > e.cfg.MaxBytes:
+			failure = fmt.Errorf("%w: more than MaxBytes (%d bytes)", ErrTooLarge, e.cfg.MaxBytes)
 		}
-		sum.Write(cur[:n])
-		stored += int64(n)
-		if err := wait(); err != nil {
+		if failure != nil || n == 0 {
+			e.bufs.put(buf)
+		} else {
+			sum.Write(buf[:n])
+			total += int64(n)
+			select {
+			case w.queue <- buf[:n]:
+			case <-rn.ctx.Done():
+				e.bufs.put(buf)
+				failure = context.Cause(rn.ctx)
+			}
+		}
+		if err == io.EOF && failure == nil {
+			w.checksum = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+			break
+		}
+	}
+	w.failed = failure != nil
+	close(w.queue) // with checksum or failed set: read by the writer after this
+	res := <-w.done
+	if failure != nil {
+		return nil, failure
+	}
+	return res.job, res.err
+}
+
+// chunkWriter stores the chunks of one run in order, a batch per store
+// write, and records completion with the last batch.
+type chunkWriter struct {
+	e     *Exporter
+	rn    *run
+	queue chan []byte // closed by the reader after the last chunk
+	done  chan writeResult
+
+	// Set by the reader before it closes queue.
+	checksum string
+	failed   bool
+}
+
+type writeResult struct {
+	job *Job
+	err error
+}
+
+func (w *chunkWriter) run() {
+	job, err := w.write()
+	if err != nil {
+		// Stop the reader too: its source is closed, its Read returns.
+		w.rn.cancel(err)
+	}
+	w.done <- writeResult{job, err}
+}
+
+func (w *chunkWriter) write() (*Job, error) {
+	e, rn := w.e, w.rn
+	var (
+		index, bytes int64
+		begun        bool
+		batch        [][]byte
+	)
+	release := func() {
+		for _, c := range batch {
+			e.bufs.put(c)
+		}
+		batch = batch[:0]
+	}
+	defer release()
+	timer := time.NewTimer(beginDelay)
+	defer timer.Stop()
+	max := batchLen(rn.job.ChunkSize)
+	for {
+		open := true
+		select {
+		case c, ok := <-w.queue:
+			if ok {
+				batch = append(batch, c)
+			} else {
+				open = false
+			}
+		case <-timer.C:
+			if !begun {
+				if _, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true}); err != nil {
+					return nil, err
+				}
+				begun = true
+			}
+			continue
+		case <-rn.ctx.Done():
+			return nil, context.Cause(rn.ctx)
+		}
+		for open && len(batch) < max {
+			select {
+			case c, ok := <-w.queue:
+				if ok {
+					batch = append(batch, c)
+				} else {
+					open = false
+				}
+				continue
+			default:
+			}
+			break
+		}
+		if !open && w.failed {
+			return nil, nil // the reader failed: it records the ending
+		}
+		cw := ChunkWrite{Begin: !begun, Index: index, Chunks: batch, Bytes: bytes}
+		for _, c := range batch {
+			cw.Bytes += int64(len(c))
+		}
+		if !open {
+			cw.Final, cw.Checksum, cw.Count = StatusCompleted, w.checksum, index+int64(len(batch))
+		}
+		job, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw)
+		if err != nil {
 			return nil, err
 		}
-		if rerr == io.EOF {
-			// The last chunk, fused with completion. An export whose size is
-			// a multiple of the chunk size ends with an empty one.
-			w := ChunkWrite{Index: -1, Bytes: stored, Final: StatusCompleted,
-				Checksum: "sha256:" + hex.EncodeToString(sum.Sum(nil)), Chunks: index}
-			if n > 0 {
-				w.Index, w.Data, w.Chunks = index, cur[:n], index+1
-			}
-			return e.store.Write(rn.ctx, rn.job.ID, rn.lease, w)
+		begun, index, bytes = true, index+int64(len(batch)), cw.Bytes
+		release()
+		if !open {
+			return job, nil
 		}
-		inflight = make(chan error, 1)
-		go func(w ChunkWrite) {
-			_, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, w)
-			inflight <- err
-		}(ChunkWrite{Index: index, Data: cur[:n], Bytes: stored})
-		index++
-		if &cur[0] == &bufs[0][0] {
-			cur = bufs[1]
-		} else {
-			cur = bufs[0]
-		}
-		n, rerr = src.fill(cur)
 	}
 }
 

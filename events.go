@@ -1,0 +1,192 @@
+package exporter
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Events: every Exporter holds one subscription to the store's events (a
+// job reaching a terminal status, anywhere) while it runs. An event of a
+// cancelled job stops the local run of that job; any event wakes the
+// local WaitExport calls for its job. Events can be lost, so both paths
+// re-read the store: runs at every chunk write and lease renewal, waiters
+// every pollInterval.
+
+// listen receives the store's events until the Exporter stops, and closes
+// ready once subscribed the first time.
+func (e *Exporter) listen(ready chan struct{}) {
+	defer e.wg.Done()
+	backoff := 50 * time.Millisecond
+	for e.base.Err() == nil {
+		sub, err := e.store.Subscribe(e.base)
+		if err == nil {
+			if ready != nil {
+				close(ready)
+				ready = nil
+			}
+			backoff = 50 * time.Millisecond
+			for err == nil {
+				var ev Event
+				if ev, err = sub.Receive(e.base, 0); err == nil && ev.ID != "" {
+					e.dispatch(ev)
+				}
+			}
+			sub.Close()
+		}
+		if e.base.Err() != nil {
+			break
+		}
+		e.log.Warn("export event subscription failed; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-e.base.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	// Wake every waiter: from now on they subscribe for themselves.
+	e.waitersMu.Lock()
+	for _, chans := range e.waiters {
+		for ch := range chans {
+			notify(ch)
+		}
+	}
+	e.waitersMu.Unlock()
+}
+
+// dispatch acts on one event.
+func (e *Exporter) dispatch(ev Event) {
+	if ev.Status == StatusCancelled {
+		e.abort(ev.ID, ErrCancelled)
+	}
+	e.waitersMu.Lock()
+	for ch := range e.waiters[ev.ID] {
+		notify(ch)
+	}
+	e.waitersMu.Unlock()
+}
+
+// notify wakes a waiter without blocking; one pending wake-up is enough.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// watch registers a waiter for job id on the Exporter's subscription and
+// returns its wake-up channel and its release function, after waiting (up
+// to poll) for the subscription to be in place. ok is false once the
+// Exporter has stopped listening (after Shutdown).
+func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan struct{}, release func(), ok bool) {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return nil, nil, false
+	}
+	e.startBackground()
+	ready := e.listening
+	e.mu.Unlock()
+
+	wake = make(chan struct{}, 1)
+	e.waitersMu.Lock()
+	if e.waiters[id] == nil {
+		e.waiters[id] = make(map[chan struct{}]struct{})
+	}
+	e.waiters[id][wake] = struct{}{}
+	e.waitersMu.Unlock()
+	release = func() {
+		e.waitersMu.Lock()
+		delete(e.waiters[id], wake)
+		if len(e.waiters[id]) == 0 {
+			delete(e.waiters, id)
+		}
+		e.waitersMu.Unlock()
+	}
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-e.base.Done():
+	case <-t.C: // not subscribed yet (the store may be down): re-reads cover it
+	}
+	return wake, release, true
+}
+
+// WaitExport blocks until job id is terminal (completed, failed or
+// cancelled, including failed because its worker was lost) and returns it,
+// or returns ctx's error. A failed or cancelled job is returned with a nil
+// error: see Job.Err. It is driven by store events, with a slow re-read as
+// a safety net for lost events and lapsed leases. Waiting costs no Redis
+// connection of its own while the Exporter runs; after Shutdown each call
+// subscribes for itself. Errors are those of GetExportStatus.
+func (e *Exporter) WaitExport(ctx context.Context, user User, id string) (*Job, error) {
+	job, err := e.wait(ctx, user, id)
+	if err != nil {
+		return nil, fmt.Errorf("exporter: wait %s: %w", id, err)
+	}
+	return job, nil
+}
+
+func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error) {
+	job, err := e.visible(ctx, user, id)
+	if err != nil || job.Status.Terminal() {
+		return job, err
+	}
+	poll := e.pollInterval()
+	wake, release, ok := e.watch(ctx, id, poll)
+	if !ok {
+		return e.waitSubscribed(ctx, id, poll)
+	}
+	defer release()
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	for {
+		// Read after registering, so an end in between is not missed.
+		if job, err = e.store.Get(ctx, id, ""); err != nil || job.Status.Terminal() {
+			return job, err
+		}
+		t.Reset(poll)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-e.base.Done():
+			return e.waitSubscribed(ctx, id, poll)
+		case <-wake:
+		case <-t.C:
+		}
+	}
+}
+
+// waitSubscribed is wait on a subscription of its own, for an Exporter
+// that has stopped listening.
+func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Duration) (*Job, error) {
+	sub, err := e.store.Subscribe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Close()
+	for {
+		job, err := e.store.Get(ctx, id, "")
+		if err != nil || job.Status.Terminal() {
+			return job, err
+		}
+		// Until our event or the next re-read, whichever comes first.
+		for deadline := time.Now().Add(poll); time.Until(deadline) > 0; {
+			ev, err := sub.Receive(ctx, time.Until(deadline))
+			if err != nil {
+				return nil, err
+			}
+			if ev.ID == id {
+				break
+			}
+		}
+	}
+}
+
+// pollInterval is how often WaitExport re-reads a job without an event:
+// often enough to see a lapsed lease about LeaseTTL after its worker died.
+func (e *Exporter) pollInterval() time.Duration {
+	return min(max(e.cfg.LeaseTTL/4, 25*time.Millisecond), 2*time.Second)
+}
