@@ -140,18 +140,18 @@ type Exporter struct {
 	bufs bufferPool // chunk buffers of cfg.ChunkSize
 
 	mu         sync.Mutex
-	closed     bool            // Shutdown was called: no new starts
-	stopped    bool            // Shutdown is waiting for the goroutines: none may start
-	background bool            // the lease keeper and event listener are started
-	listening  chan struct{}   // closed once the listener is subscribed (nil before)
+	closed     bool          // Shutdown was called: no new starts
+	stopped    bool          // Shutdown is waiting for the goroutines: none may start
+	background bool          // the lease keeper and event listener are started
+	listening  chan struct{} // closed once the listener is subscribed (nil before)
 	waitersMu  sync.Mutex
 	waiters    map[string]map[chan struct{}]struct{} // WaitExport calls by job id
-	reserved   int             // starts between the capacity check and the queue
-	running    int             // worker goroutines
-	queue      []*run          // pending runs, oldest first
-	runs       map[string]*run // pending and running, by id
-	perUser    map[string]int  // pending and running, by owner
-	idle       chan struct{}   // closed once closed and nothing is left to run
+	reserved   int                                   // starts between the capacity check and the queue
+	running    int                                   // worker goroutines
+	queue      []*run                                // pending runs, oldest first
+	runs       map[string]*run                       // pending and running, by id
+	perUser    map[string]int                        // pending and running, by owner
+	idle       chan struct{}                         // closed once closed and nothing is left to run
 }
 
 // New returns an Exporter on store. It validates cfg (an error wrapping
