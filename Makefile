@@ -29,5 +29,6 @@ lint: ## Check gofmt, go vet, staticcheck and go mod tidy (changes no file)
 	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	go mod tidy -diff
 
-bench: ## Run the benchmarks
-	go test -run '^$$' -bench . -benchmem ./...
+bench: ## Run the benchmark program (exporter vs raw go-redis; BENCHFLAGS="-quick -reps 1" for a smoke run), then the Go micro-benchmarks
+	go run ./bench $(BENCHFLAGS)
+	go test -run '^$$' -bench . -benchmem .

@@ -48,13 +48,19 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(2*testChunk), got.Bytes, "Bytes never goes back")
 
-		// A retried batch that overlaps the stored chunks appends only the new.
+		// A batch that only partly follows the stored chunks is refused and
+		// leaves them as they were; a batch written twice is stored once.
 		c2 := randomBytes(testChunk)
 		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{c1, c2}, Bytes: 3 * testChunk})
+		require.Error(t, err)
+		for range 2 {
+			_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c2}, Bytes: 3 * testChunk})
+			require.NoError(t, err)
+		}
+		// While the job runs its list starts with the empty header.
+		stored, err := e.client.LRange(ctx, e.store.keys(job.ID)[1], 0, -1).Result()
 		require.NoError(t, err)
-		chunks, err := e.store.ReadChunks(ctx, job.ID, 0, 10)
-		require.NoError(t, err)
-		require.Equal(t, [][]byte{c0, c1, c2}, chunks)
+		require.Equal(t, []string{"", string(c0), string(c1), string(c2)}, stored)
 
 		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusCompleted, Checksum: "sha256:x", Count: 2, Bytes: 2 * testChunk})
 		require.Error(t, err, "completion with a chunk count that does not match is refused")
@@ -66,9 +72,9 @@ func TestStoreWriteIdempotent(t *testing.T) {
 			require.NoError(t, err, "a retried completion succeeds")
 			require.Equal(t, StatusCompleted, got.Status)
 		}
-		chunks, err = e.store.ReadChunks(ctx, job.ID, 0, 10)
+		chunks, err := e.store.ReadChunks(ctx, job.ID, 0, 10)
 		require.NoError(t, err)
-		require.Equal(t, [][]byte{c0, c1, c2}, chunks)
+		require.Equal(t, [][]byte{c0, c1, c2}, chunks, "completion drops the header")
 
 		// After the end, the lease fences every write.
 		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c1}, Bytes: 3 * testChunk})
@@ -85,12 +91,22 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		small, lease2 := newStoreJob(t, e, time.Minute)
 		_, err = e.store.Write(ctx, small.ID, lease2, ChunkWrite{Chunks: [][]byte{c0}, Bytes: testChunk})
 		require.ErrorIs(t, err, ErrLeaseLost)
-		got, err = e.store.Write(ctx, small.ID, lease2, ChunkWrite{Begin: true, Chunks: [][]byte{c0, []byte("end")},
-			Bytes: testChunk + 3, Final: StatusCompleted, Checksum: "sha256:y", Count: 2})
-		require.NoError(t, err)
-		require.Equal(t, StatusCompleted, got.Status)
-		require.False(t, got.StartedAt.IsZero())
-		require.Equal(t, int64(testChunk+3), got.Bytes)
+		// The script cache is empty (a restarted server): Write loads the
+		// script and writes again without storing anything twice. Written a
+		// second time (a retry whose reply was lost), it changes nothing.
+		require.NoError(t, e.client.ScriptFlush(ctx).Err())
+		final := ChunkWrite{Begin: true, Chunks: [][]byte{c0, []byte("end")},
+			Bytes: testChunk + 3, Final: StatusCompleted, Checksum: "sha256:y", Count: 2}
+		for range 2 {
+			got, err = e.store.Write(ctx, small.ID, lease2, final)
+			require.NoError(t, err)
+			require.Equal(t, StatusCompleted, got.Status)
+			require.False(t, got.StartedAt.IsZero())
+			require.Equal(t, int64(testChunk+3), got.Bytes)
+			chunks, err := e.store.ReadChunks(ctx, small.ID, 0, 10)
+			require.NoError(t, err)
+			require.Equal(t, [][]byte{c0, []byte("end")}, chunks)
+		}
 		e.requireTTLs(t)
 	})
 }

@@ -21,7 +21,7 @@ var errRunDone = errors.New("exporter: run done")
 // sends everything queued (up to a batch) in one script call, so small
 // chunks cost one round trip per batch rather than per chunk.
 const (
-	batchBytes  = 1 << 20 // most bytes per store write
+	batchBytes  = 2 << 20 // most bytes per store write
 	batchChunks = 64      // most chunks per store write
 	// beginDelay is how long the writer waits for the first chunks before
 	// it moves the job to running on its own; a source that is quicker
@@ -96,7 +96,7 @@ func (e *Exporter) ended(rn *run, err error) {
 // chunkWriter, which stores them and records completion with the last.
 func (e *Exporter) copyChunks(rn *run) (*Job, error) {
 	size := rn.job.ChunkSize
-	w := &chunkWriter{e: e, rn: rn, queue: make(chan []byte, batchLen(size)), done: make(chan writeResult, 1)}
+	w := &chunkWriter{e: e, rn: rn, queue: make(chan []byte, 2*batchLen(size)), done: make(chan writeResult, 1)}
 	go w.run()
 
 	sum := sha256.New()
