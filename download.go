@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"sync"
 	"sync/atomic"
 )
 
@@ -101,30 +102,73 @@ func (d *Download) Read(p []byte) (int, error) {
 }
 
 // WriteTo implements io.WriterTo, so io.Copy moves whole chunks without
-// an intermediate buffer. From offset 0 it verifies the bytes as Read does.
+// an intermediate buffer. It fetches the next batch of chunks while it
+// writes (and, from offset 0, verifies) the current one. From offset 0 it
+// verifies the bytes as Read does.
 func (d *Download) WriteTo(w io.Writer) (int64, error) {
+	if err := d.usable(); err != nil {
+		return 0, err
+	}
+	if d.off >= d.Size() {
+		return 0, d.verified()
+	}
+	batches := make(chan fetched, 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // owned by this call, which waits for it below
+		defer wg.Done()
+		defer close(batches)
+		for i := d.off / d.chunk; i*d.chunk < d.Size(); i += int64(d.batch) {
+			chunks, err := d.fetch(i, d.batch)
+			select {
+			case batches <- fetched{first: i, chunks: chunks, err: err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
 	var total int64
-	for {
-		if err := d.usable(); err != nil {
-			return total, err
+	for f := range batches {
+		if f.err != nil {
+			return total, f.err
 		}
-		if d.off >= d.Size() {
-			return total, d.verified()
-		}
-		span, err := d.span()
-		if err != nil {
-			return total, err
-		}
-		n, werr := w.Write(span)
-		total += int64(n)
-		d.advance(span[:n])
-		switch {
-		case werr != nil:
-			return total, werr
-		case n < len(span):
-			return total, io.ErrShortWrite
+		d.cache, d.cached = f.chunks, f.first
+		end := min((f.first+int64(len(f.chunks)))*d.chunk, d.Size())
+		for d.off < end {
+			if err := d.usable(); err != nil {
+				return total, err
+			}
+			span, err := d.span()
+			if err != nil {
+				return total, err
+			}
+			n, werr := w.Write(span)
+			total += int64(n)
+			d.advance(span[:n])
+			switch {
+			case werr != nil:
+				return total, werr
+			case n < len(span):
+				return total, io.ErrShortWrite
+			}
 		}
 	}
+	return total, d.verified()
+}
+
+// fetched is one batch of chunks read ahead by WriteTo.
+type fetched struct {
+	first  int64
+	chunks [][]byte
+	err    error
 }
 
 // usable reports why the Download cannot be read, if it cannot.

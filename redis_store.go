@@ -309,10 +309,27 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	return j, nil
 }
 
-// Get implements Store.
+// Get implements Store. It reads the job hash and whether the lease
+// exists in one round trip without a script (status reads are what
+// services do most); only a live job whose lease lapsed goes through
+// scriptGet, which ends it.
 func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
-	_, j, err := s.run(ctx, scriptGet, id, owner)
-	return j, err
+	keys := s.keys(id)
+	pipe := s.client.Pipeline()
+	hash := pipe.HGetAll(ctx, keys[0])
+	held := pipe.Exists(ctx, keys[2])
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	h := hash.Val()
+	if len(h) == 0 || owner != "" && h[fOwner] != owner {
+		return nil, ErrNotFound
+	}
+	if st := Status(h[fStatus]); (st == StatusPending || st == StatusRunning) && held.Val() == 0 {
+		_, j, err := s.run(ctx, scriptGet, id, owner)
+		return j, err
+	}
+	return decodeJob(h)
 }
 
 // Write implements Store. The chunks go to the data list with RPUSHX,

@@ -96,14 +96,14 @@ func (e *Exporter) ended(rn *run, err error) {
 // chunkWriter, which stores them and records completion with the last.
 func (e *Exporter) copyChunks(rn *run) (*Job, error) {
 	size := rn.job.ChunkSize
-	w := &chunkWriter{e: e, rn: rn, queue: make(chan []byte, 2*batchLen(size)), done: make(chan writeResult, 1)}
+	w := &chunkWriter{e: e, rn: rn, queue: make(chan chunk, 2*batchLen(size)), done: make(chan writeResult, 1)}
 	go w.run()
 
 	sum := sha256.New()
 	src := source{r: rn.r}
 	var total int64
 	var failure error
-	for failure == nil {
+	for {
 		buf := e.bufs.get(size)
 		n, err := src.fill(buf)
 		switch {
@@ -114,25 +114,27 @@ func (e *Exporter) copyChunks(rn *run) (*Job, error) {
 		case total+int64(n) > e.cfg.MaxBytes:
 			failure = fmt.Errorf("%w: more than MaxBytes (%d bytes)", ErrTooLarge, e.cfg.MaxBytes)
 		}
-		if failure != nil || n == 0 {
+		if failure != nil {
 			e.bufs.put(buf)
-		} else {
-			sum.Write(buf[:n])
-			total += int64(n)
-			select {
-			case w.queue <- buf[:n]:
-			case <-rn.ctx.Done():
-				e.bufs.put(buf)
-				failure = context.Cause(rn.ctx)
-			}
+			break
 		}
-		if err == io.EOF && failure == nil {
-			w.checksum = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+		sum.Write(buf[:n])
+		total += int64(n)
+		c := chunk{data: buf[:n]}
+		if err == io.EOF {
+			c.checksum = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+		}
+		select {
+		case w.queue <- c:
+		case <-rn.ctx.Done():
+			e.bufs.put(buf)
+			failure = context.Cause(rn.ctx)
+		}
+		if err == io.EOF || failure != nil {
 			break
 		}
 	}
-	w.failed = failure != nil
-	close(w.queue) // with checksum or failed set: read by the writer after this
+	close(w.queue) // after the last chunk, or early on a failure
 	res := <-w.done
 	if failure != nil {
 		return nil, failure
@@ -140,17 +142,22 @@ func (e *Exporter) copyChunks(rn *run) (*Job, error) {
 	return res.job, res.err
 }
 
+// chunk is one item of a chunkWriter's queue. The last chunk of an export
+// carries its checksum (and may be empty).
+type chunk struct {
+	data     []byte
+	checksum string
+}
+
+func (c chunk) last() bool { return c.checksum != "" }
+
 // chunkWriter stores the chunks of one run in order, a batch per store
 // write, and records completion with the last batch.
 type chunkWriter struct {
 	e     *Exporter
 	rn    *run
-	queue chan []byte // closed by the reader after the last chunk
+	queue chan chunk // closed by the reader when it stops
 	done  chan writeResult
-
-	// Set by the reader before it closes queue.
-	checksum string
-	failed   bool
 }
 
 type writeResult struct {
@@ -167,6 +174,10 @@ func (w *chunkWriter) run() {
 	w.done <- writeResult{job, err}
 }
 
+// write takes every chunk queued (up to a batch) and stores them in one
+// store write; the write that carries the last chunk completes the job.
+// A queue closed without the last chunk means the reader failed: the
+// reader records that ending.
 func (w *chunkWriter) write() (*Job, error) {
 	e, rn := w.e, w.rn
 	var (
@@ -183,16 +194,15 @@ func (w *chunkWriter) write() (*Job, error) {
 	defer release()
 	timer := time.NewTimer(beginDelay)
 	defer timer.Stop()
-	max := batchLen(rn.job.ChunkSize)
+	limit := batchLen(rn.job.ChunkSize)
 	for {
-		open := true
+		var c chunk
 		select {
-		case c, ok := <-w.queue:
-			if ok {
-				batch = append(batch, c)
-			} else {
-				open = false
+		case next, ok := <-w.queue:
+			if !ok {
+				return nil, nil
 			}
+			c = next
 		case <-timer.C:
 			if !begun {
 				if _, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true}); err != nil {
@@ -204,28 +214,31 @@ func (w *chunkWriter) write() (*Job, error) {
 		case <-rn.ctx.Done():
 			return nil, context.Cause(rn.ctx)
 		}
-		for open && len(batch) < max {
+		cw := ChunkWrite{Begin: !begun, Index: index, Bytes: bytes}
+		for {
+			if len(c.data) > 0 {
+				batch = append(batch, c.data)
+				cw.Bytes += int64(len(c.data))
+			} else {
+				e.bufs.put(c.data)
+			}
+			if c.last() || len(batch) == limit {
+				break
+			}
+			var ok bool
 			select {
-			case c, ok := <-w.queue:
-				if ok {
-					batch = append(batch, c)
-				} else {
-					open = false
+			case c, ok = <-w.queue:
+				if !ok {
+					return nil, nil
 				}
 				continue
 			default:
 			}
 			break
 		}
-		if !open && w.failed {
-			return nil, nil // the reader failed: it records the ending
-		}
-		cw := ChunkWrite{Begin: !begun, Index: index, Chunks: batch, Bytes: bytes}
-		for _, c := range batch {
-			cw.Bytes += int64(len(c))
-		}
-		if !open {
-			cw.Final, cw.Checksum, cw.Count = StatusCompleted, w.checksum, index+int64(len(batch))
+		cw.Chunks = batch
+		if c.last() {
+			cw.Final, cw.Checksum, cw.Count = StatusCompleted, c.checksum, index+int64(len(batch))
 		}
 		job, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw)
 		if err != nil {
@@ -233,7 +246,7 @@ func (w *chunkWriter) write() (*Job, error) {
 		}
 		begun, index, bytes = true, index+int64(len(batch)), cw.Bytes
 		release()
-		if !open {
+		if c.last() {
 			return job, nil
 		}
 	}
