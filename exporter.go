@@ -639,7 +639,7 @@ func (e *Exporter) end(rn *run, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
-	_, err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Final: StatusFailed, Reason: cause.Error()})
+	err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Final: StatusFailed, Reason: cause.Error()})
 	if err != nil && !errors.Is(err, ErrLeaseLost) {
 		e.log.Warn("recording export failure failed; its lease will lapse", "job", rn.job.ID, "err", err)
 	}

@@ -27,21 +27,21 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		job, lease := newStoreJob(t, e, time.Minute)
 		_, err := e.store.Create(ctx, job, lease, time.Hour)
 		require.Error(t, err, "an id is created once")
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Begin: true})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Begin: true})
 		require.NoError(t, err)
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Begin: true})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Begin: true})
 		require.NoError(t, err, "beginning twice is harmless")
 
 		c0, c1 := randomBytes(testChunk), randomBytes(testChunk)
 		for range 2 {
-			_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Chunks: [][]byte{c0}, Bytes: testChunk})
+			err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Chunks: [][]byte{c0}, Bytes: testChunk})
 			require.NoError(t, err)
 		}
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c1}, Bytes: 3 * testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c1}, Bytes: 3 * testChunk})
 		require.Error(t, err, "a gap is refused")
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{c1}, Bytes: 2 * testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{c1}, Bytes: 2 * testChunk})
 		require.NoError(t, err)
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Chunks: [][]byte{c1}, Bytes: testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Chunks: [][]byte{c1}, Bytes: testChunk})
 		require.NoError(t, err, "a repeated index is ignored")
 
 		got, err := e.store.Get(ctx, job.ID, "")
@@ -51,10 +51,10 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		// A batch that only partly follows the stored chunks is refused and
 		// leaves them as they were; a batch written twice is stored once.
 		c2 := randomBytes(testChunk)
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{c1, c2}, Bytes: 3 * testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{c1, c2}, Bytes: 3 * testChunk})
 		require.Error(t, err)
 		for range 2 {
-			_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c2}, Bytes: 3 * testChunk})
+			err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c2}, Bytes: 3 * testChunk})
 			require.NoError(t, err)
 		}
 		// While the job runs its list starts with the empty header.
@@ -62,14 +62,15 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []string{"", string(c0), string(c1), string(c2)}, stored)
 
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusCompleted, Checksum: "sha256:x", Count: 2, Bytes: 2 * testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusCompleted, Checksum: "sha256:x", Count: 2, Bytes: 2 * testChunk})
 		require.Error(t, err, "completion with a chunk count that does not match is refused")
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusCompleted, Checksum: "sha256:x", Count: 4, Bytes: 3 * testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusCompleted, Checksum: "sha256:x", Count: 4, Bytes: 3 * testChunk})
 		require.Error(t, err)
 		done := ChunkWrite{Final: StatusCompleted, Checksum: "sha256:x", Count: 3, Bytes: 3 * testChunk}
 		for range 2 {
-			got, err = e.store.Write(ctx, job.ID, lease, done)
-			require.NoError(t, err, "a retried completion succeeds")
+			require.NoError(t, e.store.Write(ctx, job.ID, lease, done), "a retried completion succeeds")
+			got, err = e.store.Get(ctx, job.ID, "")
+			require.NoError(t, err)
 			require.Equal(t, StatusCompleted, got.Status)
 		}
 		chunks, err := e.store.ReadChunks(ctx, job.ID, 0, 10)
@@ -77,9 +78,9 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		require.Equal(t, [][]byte{c0, c1, c2}, chunks, "completion drops the header")
 
 		// After the end, the lease fences every write.
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c1}, Bytes: 3 * testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 2, Chunks: [][]byte{c1}, Bytes: 3 * testChunk})
 		require.ErrorIs(t, err, ErrLeaseLost)
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusFailed, Reason: "late"})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Final: StatusFailed, Reason: "late"})
 		require.ErrorIs(t, err, ErrLeaseLost, "a completed job never becomes failed")
 		require.ErrorIs(t, e.store.Renew(ctx, job.ID, lease), ErrLeaseLost)
 		got, err = e.store.Get(ctx, job.ID, "")
@@ -89,7 +90,7 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		// One write can begin, store and complete a pending job; without
 		// Begin a pending job takes no bytes.
 		small, lease2 := newStoreJob(t, e, time.Minute)
-		_, err = e.store.Write(ctx, small.ID, lease2, ChunkWrite{Chunks: [][]byte{c0}, Bytes: testChunk})
+		err = e.store.Write(ctx, small.ID, lease2, ChunkWrite{Chunks: [][]byte{c0}, Bytes: testChunk})
 		require.ErrorIs(t, err, ErrLeaseLost)
 		// The script cache is empty (a restarted server): Write loads the
 		// script and writes again without storing anything twice. Written a
@@ -98,7 +99,8 @@ func TestStoreWriteIdempotent(t *testing.T) {
 		final := ChunkWrite{Begin: true, Chunks: [][]byte{c0, []byte("end")},
 			Bytes: testChunk + 3, Final: StatusCompleted, Checksum: "sha256:y", Count: 2}
 		for range 2 {
-			got, err = e.store.Write(ctx, small.ID, lease2, final)
+			require.NoError(t, e.store.Write(ctx, small.ID, lease2, final))
+			got, err = e.store.Get(ctx, small.ID, "")
 			require.NoError(t, err)
 			require.Equal(t, StatusCompleted, got.Status)
 			require.False(t, got.StartedAt.IsZero())
@@ -117,13 +119,13 @@ func TestStoreFencing(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		ctx := testCtx(t)
 		job, lease := newStoreJob(t, e, 200*time.Millisecond)
-		_, err := e.store.Write(ctx, job.ID, Lease{Token: "intruder", TTL: time.Minute}, ChunkWrite{Begin: true})
+		err := e.store.Write(ctx, job.ID, Lease{Token: "intruder", TTL: time.Minute}, ChunkWrite{Begin: true})
 		require.ErrorIs(t, err, ErrLeaseLost)
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Begin: true})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Begin: true})
 		require.NoError(t, err)
-		_, err = e.store.Write(ctx, job.ID, Lease{Token: "intruder", TTL: time.Minute}, ChunkWrite{Index: 0, Chunks: [][]byte{[]byte("x")}, Bytes: 1})
+		err = e.store.Write(ctx, job.ID, Lease{Token: "intruder", TTL: time.Minute}, ChunkWrite{Index: 0, Chunks: [][]byte{[]byte("x")}, Bytes: 1})
 		require.ErrorIs(t, err, ErrLeaseLost)
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Chunks: [][]byte{randomBytes(testChunk)}, Bytes: testChunk})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 0, Chunks: [][]byte{randomBytes(testChunk)}, Bytes: testChunk})
 		require.NoError(t, err)
 
 		e.elapse(300 * time.Millisecond) // the worker stops renewing
@@ -134,7 +136,7 @@ func TestStoreFencing(t *testing.T) {
 		st, err := e.client.HGet(ctx, e.store.keys(job.ID)[0], fStatus).Result()
 		require.NoError(t, err)
 		require.Equal(t, "running", st, "a refused read or cancel writes nothing")
-		_, err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{[]byte("late")}, Bytes: testChunk + 4})
+		err = e.store.Write(ctx, job.ID, lease, ChunkWrite{Index: 1, Chunks: [][]byte{[]byte("late")}, Bytes: testChunk + 4})
 		require.ErrorIs(t, err, ErrLeaseLost, "a late write from a lost worker is refused")
 		got, err := e.store.Get(ctx, job.ID, "")
 		require.NoError(t, err)
@@ -166,9 +168,9 @@ func TestStoreMissing(t *testing.T) {
 		id, lease := uuid.NewString(), Lease{Token: "t", TTL: time.Minute}
 		_, err := e.store.Get(ctx, id, "")
 		require.ErrorIs(t, err, ErrNotFound)
-		_, err = e.store.Write(ctx, id, lease, ChunkWrite{Begin: true})
+		err = e.store.Write(ctx, id, lease, ChunkWrite{Begin: true})
 		require.ErrorIs(t, err, ErrNotFound)
-		_, err = e.store.Write(ctx, id, lease, ChunkWrite{Index: 0, Chunks: [][]byte{[]byte("x")}, Bytes: 1})
+		err = e.store.Write(ctx, id, lease, ChunkWrite{Index: 0, Chunks: [][]byte{[]byte("x")}, Bytes: 1})
 		require.ErrorIs(t, err, ErrNotFound)
 		require.ErrorIs(t, e.store.Renew(ctx, id, lease), ErrNotFound)
 		_, err = e.store.Cancel(ctx, id, "", "x")

@@ -31,11 +31,11 @@ type Store interface {
 
 	// Write applies w in one atomic step: with w.Begin it moves a pending
 	// job to running; it appends w.Chunks at w.Index; with w.Final it ends
-	// the job with that status. Chunks whose index is already stored are
-	// skipped (a retried write); an index past the next one is an error.
-	// Write renews lease. Ending a job with the status it already has (a
-	// retried final write) succeeds.
-	Write(ctx context.Context, id string, lease Lease, w ChunkWrite) (*Job, error)
+	// the job with that status. Chunks that are already stored (a retried
+	// write) are not stored again; chunks that do not follow the stored
+	// ones are an error. Write renews lease. Ending a job with the status
+	// it already has (a retried final write) succeeds.
+	Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error
 
 	// Renew extends lease and the job's retention.
 	Renew(ctx context.Context, id string, lease Lease) error

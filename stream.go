@@ -70,12 +70,12 @@ func (e *Exporter) execute(rn *run) {
 		e.end(rn, context.Cause(rn.ctx))
 		return
 	}
-	job, err := e.copyChunks(rn)
+	bytes, err := e.copyChunks(rn)
 	if err != nil {
 		e.ended(rn, err)
 		return
 	}
-	e.log.InfoContext(rn.ctx, "export completed", "job", job.ID, "owner", job.Owner, "bytes", job.Bytes)
+	e.log.InfoContext(rn.ctx, "export completed", "job", rn.job.ID, "owner", rn.job.Owner, "bytes", bytes)
 }
 
 // ended records why the run of rn stopped: the cause of its context if it
@@ -94,9 +94,9 @@ func (e *Exporter) ended(rn *run, err error) {
 // copyChunks reads the source of rn in chunks of exactly the job's
 // ChunkSize (the last may be shorter), hashes them, and hands them to a
 // chunkWriter, which stores them and records completion with the last.
-func (e *Exporter) copyChunks(rn *run) (*Job, error) {
+func (e *Exporter) copyChunks(rn *run) (int64, error) {
 	size := rn.job.ChunkSize
-	w := &chunkWriter{e: e, rn: rn, queue: make(chan chunk, 2*batchLen(size)), done: make(chan writeResult, 1)}
+	w := &chunkWriter{e: e, rn: rn, queue: make(chan chunk, 2*batchLen(size)), done: make(chan error, 1)}
 	go w.run()
 
 	sum := sha256.New()
@@ -135,11 +135,11 @@ func (e *Exporter) copyChunks(rn *run) (*Job, error) {
 		}
 	}
 	close(w.queue) // after the last chunk, or early on a failure
-	res := <-w.done
+	err := <-w.done
 	if failure != nil {
-		return nil, failure
+		return 0, failure
 	}
-	return res.job, res.err
+	return total, err
 }
 
 // chunk is one item of a chunkWriter's queue. The last chunk of an export
@@ -157,28 +157,23 @@ type chunkWriter struct {
 	e     *Exporter
 	rn    *run
 	queue chan chunk // closed by the reader when it stops
-	done  chan writeResult
-}
-
-type writeResult struct {
-	job *Job
-	err error
+	done  chan error
 }
 
 func (w *chunkWriter) run() {
-	job, err := w.write()
+	err := w.write()
 	if err != nil {
 		// Stop the reader too: its source is closed, its Read returns.
 		w.rn.cancel(err)
 	}
-	w.done <- writeResult{job, err}
+	w.done <- err
 }
 
 // write takes every chunk queued (up to a batch) and stores them in one
 // store write; the write that carries the last chunk completes the job.
 // A queue closed without the last chunk means the reader failed: the
 // reader records that ending.
-func (w *chunkWriter) write() (*Job, error) {
+func (w *chunkWriter) write() error {
 	e, rn := w.e, w.rn
 	var (
 		index, bytes int64
@@ -200,19 +195,19 @@ func (w *chunkWriter) write() (*Job, error) {
 		select {
 		case next, ok := <-w.queue:
 			if !ok {
-				return nil, nil
+				return nil
 			}
 			c = next
 		case <-timer.C:
 			if !begun {
-				if _, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true}); err != nil {
-					return nil, err
+				if err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true}); err != nil {
+					return err
 				}
 				begun = true
 			}
 			continue
 		case <-rn.ctx.Done():
-			return nil, context.Cause(rn.ctx)
+			return context.Cause(rn.ctx)
 		}
 		cw := ChunkWrite{Begin: !begun, Index: index, Bytes: bytes}
 		for {
@@ -229,7 +224,7 @@ func (w *chunkWriter) write() (*Job, error) {
 			select {
 			case c, ok = <-w.queue:
 				if !ok {
-					return nil, nil
+					return nil
 				}
 				continue
 			default:
@@ -240,14 +235,13 @@ func (w *chunkWriter) write() (*Job, error) {
 		if c.last() {
 			cw.Final, cw.Checksum, cw.Count = StatusCompleted, c.checksum, index+int64(len(batch))
 		}
-		job, err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw)
-		if err != nil {
-			return nil, err
+		if err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw); err != nil {
+			return err
 		}
 		begun, index, bytes = true, index+int64(len(batch)), cw.Bytes
 		release()
 		if c.last() {
-			return job, nil
+			return nil
 		}
 	}
 }

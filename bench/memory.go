@@ -177,7 +177,7 @@ func (b *bench) m2() *workload {
 	}
 	return &workload{
 		id: "M2",
-		desc: fmt.Sprintf("Redis used_memory delta after one %d MiB export (64 KiB chunks) / %d MiB; "+
+		desc: fmt.Sprintf("Redis used_memory delta after one %d MiB export (default ChunkSize, 64 KiB - 16) / %d MiB; "+
 			"raw (for comparison): the same chunks RPUSHed to one list", size>>20, size>>20),
 		rows: []row{{id: "M2", unit: "ratio", lowerBetter: true, limit: true, target: 1.05, prec: 3}},
 		exporter: func(ctx context.Context, m *meter) (map[string]float64, error) {
