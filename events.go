@@ -48,7 +48,7 @@ func (e *Exporter) listen(ready chan struct{}) {
 	e.waitersMu.Lock()
 	for _, chans := range e.waiters {
 		for ch := range chans {
-			notify(ch)
+			notify(ch, nil)
 		}
 	}
 	e.waitersMu.Unlock()
@@ -61,15 +61,16 @@ func (e *Exporter) dispatch(ev Event) {
 	}
 	e.waitersMu.Lock()
 	for ch := range e.waiters[ev.ID] {
-		notify(ch)
+		notify(ch, ev.Job)
 	}
 	e.waitersMu.Unlock()
 }
 
-// notify wakes a waiter without blocking; one pending wake-up is enough.
-func notify(ch chan struct{}) {
+// notify wakes a waiter, with the ended job if the event carried it,
+// without blocking; one pending wake-up is enough.
+func notify(ch chan *Job, job *Job) {
 	select {
-	case ch <- struct{}{}:
+	case ch <- job:
 	default:
 	}
 }
@@ -78,7 +79,7 @@ func notify(ch chan struct{}) {
 // returns its wake-up channel and its release function, after waiting (up
 // to poll) for the subscription to be in place. ok is false once the
 // Exporter has stopped listening (after Shutdown).
-func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan struct{}, release func(), ok bool) {
+func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan *Job, release func(), ok bool) {
 	e.mu.Lock()
 	if e.stopped {
 		e.mu.Unlock()
@@ -88,10 +89,10 @@ func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wa
 	ready := e.listening
 	e.mu.Unlock()
 
-	wake = make(chan struct{}, 1)
+	wake = make(chan *Job, 1)
 	e.waitersMu.Lock()
 	if e.waiters[id] == nil {
-		e.waiters[id] = make(map[chan struct{}]struct{})
+		e.waiters[id] = make(map[chan *Job]struct{})
 	}
 	e.waiters[id][wake] = struct{}{}
 	e.waitersMu.Unlock()
@@ -157,7 +158,10 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 			return nil, ctx.Err()
 		case <-e.base.Done():
 			return e.waitSubscribed(ctx, id, poll)
-		case <-wake:
+		case ended := <-wake:
+			if ended != nil {
+				return ended, nil // the event carried the job: no read needed
+			}
 		case <-t.C:
 		}
 		if job, err = e.store.Get(ctx, id, ""); err != nil || job.Status.Terminal() {
@@ -185,6 +189,9 @@ func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Dura
 			ev, err := sub.Receive(ctx, time.Until(deadline))
 			if err != nil {
 				return nil, err
+			}
+			if ev.ID == id && ev.Job != nil {
+				return ev.Job, nil
 			}
 			if ev.ID == id {
 				break

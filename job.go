@@ -94,6 +94,7 @@ const (
 	fUpdated   = "updated"
 	fFinished  = "finished"
 	fRetention = "retention" // ms; ExpiresAt = updated + retention
+	fLease     = "lease"     // ms, the lease TTL of the instance that holds it
 )
 
 // encodeJob returns the fields written when a job is created, as

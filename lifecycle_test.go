@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -192,3 +193,54 @@ func TestConcurrentExports(t *testing.T) {
 }
 
 func isFinished(err error) bool { return err != nil && errors.Is(err, ErrFinished) }
+
+// TestWaitReturnsEndedJob: the job WaitExport returns from the end event
+// (without reading the store again) is the job the store holds, whatever
+// the metadata and error texts contain.
+func TestWaitReturnsEndedJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		cs := &countingStore{Store: e.store}
+		x := e.exporterOn(t, cs, Config{LeaseTTL: time.Hour})
+		md := map[string]string{"a b:c": "1:2 3", "5:": " :x:"}
+		for _, fail := range []error{nil, errors.New("3:ab 12: broken")} {
+			src := newFeedSource([]byte("some bytes"))
+			job, err := x.StartExport(testCtx(t), alice, src, WithMetadata(md))
+			require.NoError(t, err)
+			waitStatus(t, x, alice, job.ID, StatusRunning)
+			got := make(chan *Job, 1)
+			cs.mu.Lock()
+			cs.calls = 0
+			cs.mu.Unlock()
+			go func() {
+				j, err := x.WaitExport(testCtx(t), alice, job.ID)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- j
+			}()
+			time.Sleep(50 * time.Millisecond) // the waiter is registered
+			src.end(fail)
+			ended := <-got
+			cs.mu.Lock()
+			require.Equal(t, 1, cs.calls, "one read before the wait, none after the event")
+			cs.mu.Unlock()
+			stored, err := x.GetExportStatus(testCtx(t), alice, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, stored, ended)
+			require.True(t, ended.Status.Terminal())
+		}
+	})
+}
+
+func TestParseEvent(t *testing.T) {
+	id := "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59"
+	for _, payload := range []string{"", "x", id, id + " running", "bad completed", id + " completed 99:x"} {
+		ev, ok := parseEvent(payload)
+		if ok {
+			require.Equal(t, id, ev.ID, payload)
+			require.Nil(t, ev.Job, "a job that does not decode is left out")
+		}
+	}
+	_, ok := parseEvent(id + " completed")
+	require.True(t, ok)
+}

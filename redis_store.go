@@ -123,7 +123,11 @@ local function finish(j, st, field, value, t)
   end
   redis.call('DEL', lease)
   redis.call('PEXPIRE', meta, j.retention)
-  redis.call('PUBLISH', events, j.id .. ' ' .. st)
+  -- The event carries the job, each string as <length>:<bytes>, so that
+  -- waiters need not read it again.
+  local h = redis.call('HGETALL', meta)
+  for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
+  redis.call('PUBLISH', events, j.id .. ' ' .. st .. ' ' .. table.concat(h))
   j.status = st
   j[field] = value
 end
@@ -302,6 +306,7 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	if err != nil {
 		return nil, err
 	}
+	fields = append(fields, fLease, lease.TTL.Milliseconds())
 	args := append([]any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), retention.Milliseconds()}, fields...)
 	res, err := scriptCreate.Run(ctx, s.client, s.keys(job.ID), args...).Slice()
 	if err != nil {
@@ -321,27 +326,31 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	return j, nil
 }
 
-// Get implements Store. It reads the job hash and whether the lease
-// exists in one round trip without a script (status reads are what
-// services do most); only a live job whose lease lapsed goes through
-// scriptGet, which ends it.
+// Get implements Store. A status read is one HGETALL: no script, which
+// costs Redis several times more. A live job's lease runs LeaseTTL from its
+// last update, when the holder last renewed it; only when the local clock
+// says that time has passed does Get run scriptGet, which checks the lease
+// itself and ends the job if it lapsed. A local clock behind the server's
+// delays that by the difference; one ahead costs a script call or two.
 func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
-	keys := s.keys(id)
-	pipe := s.client.Pipeline()
-	hash := pipe.HGetAll(ctx, keys[0])
-	held := pipe.Exists(ctx, keys[2])
-	if _, err := pipe.Exec(ctx); err != nil {
+	h, err := s.client.HGetAll(ctx, s.keys(id)[0]).Result()
+	if err != nil {
 		return nil, err
 	}
-	h := hash.Val()
 	if len(h) == 0 || owner != "" && h[fOwner] != owner {
 		return nil, ErrNotFound
 	}
-	if st := Status(h[fStatus]); (st == StatusPending || st == StatusRunning) && held.Val() == 0 {
-		_, j, err := s.run(ctx, scriptGet, id, owner)
-		return j, err
+	j, err := decodeJob(h)
+	if err != nil {
+		return nil, err
 	}
-	return decodeJob(h)
+	if j.Status == StatusPending || j.Status == StatusRunning {
+		ttl, _ := strconv.ParseInt(h[fLease], 10, 64)
+		if !time.Now().Before(j.UpdatedAt.Add(time.Duration(ttl) * time.Millisecond)) {
+			_, j, err = s.run(ctx, scriptGet, id, owner)
+		}
+	}
+	return j, err
 }
 
 // Write implements Store. The chunks go to the data list with RPUSHX,
@@ -504,9 +513,8 @@ func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) 
 			return Event{}, err
 		}
 		if m, ok := msg.(*redis.Message); ok {
-			id, st, ok := strings.Cut(m.Payload, " ")
-			if ok && validID(id) && Status(st).Terminal() {
-				return Event{ID: id, Status: Status(st)}, nil
+			if ev, ok := parseEvent(m.Payload); ok {
+				return ev, nil
 			}
 		}
 		// Subscription confirmations, pongs, malformed payloads: keep waiting.
@@ -514,3 +522,34 @@ func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) 
 }
 
 func (r *redisSubscription) Close() error { return r.ps.Close() }
+
+// parseEvent reads "<id> <status> <job>", where <job> is the job hash's
+// strings, each as <length>:<bytes>. A job that does not decode is left
+// out: the event still wakes its waiters, who then read the store.
+func parseEvent(payload string) (Event, bool) {
+	id, rest, _ := strings.Cut(payload, " ")
+	st, packed, _ := strings.Cut(rest, " ")
+	ev := Event{ID: id, Status: Status(st)}
+	if !validID(id) || !ev.Status.Terminal() {
+		return Event{}, false
+	}
+	h := make(map[string]string, 16)
+	var key string
+	for i := 0; packed != ""; i++ {
+		n, tail, ok := strings.Cut(packed, ":")
+		size, err := strconv.Atoi(n)
+		if !ok || err != nil || size < 0 || size > len(tail) {
+			return ev, true
+		}
+		if i%2 == 0 {
+			key = tail[:size]
+		} else {
+			h[key] = tail[:size]
+		}
+		packed = tail[size:]
+	}
+	if j, err := decodeJob(h); err == nil && j.ID == id && j.Status == ev.Status {
+		ev.Job = j
+	}
+	return ev, true
+}

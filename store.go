@@ -80,6 +80,7 @@ type ChunkWrite struct {
 type Event struct {
 	ID     string
 	Status Status
+	Job    *Job // the job as it ended, when the store sends it along; else nil
 }
 
 // Subscription delivers store events. It is used by one goroutine at a
