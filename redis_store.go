@@ -155,10 +155,9 @@ local t = fmt(now())
 redis.call('HSET', meta, 'created', t, 'updated', t, 'started', '0', 'finished', '0',
   'checksum', '', 'error', '', unpack(ARGV, 5))
 redis.call('PEXPIRE', meta, ARGV[4])
-redis.call('SET', lease, ARGV[2])
-redis.call('DEL', data)
+redis.call('SET', lease, ARGV[2], 'PX', ARGV[3])
 redis.call('RPUSH', data, '')
-hold(ARGV[3])
+redis.call('PEXPIRE', data, ARGV[3])
 return {'ok', t}
 `)
 

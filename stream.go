@@ -92,17 +92,23 @@ func (e *Exporter) ended(rn *run, err error) {
 }
 
 // copyChunks reads the source of rn in chunks of exactly the job's
-// ChunkSize (the last may be shorter), hashes them, and hands them to a
-// chunkWriter, which stores them and records completion with the last.
+// ChunkSize (the last may be shorter) and hashes them. An export that fits
+// in one chunk is stored, begun and completed by one store write from this
+// goroutine; a larger one starts a chunkWriter, which stores the chunks
+// while this goroutine reads the next ones.
 func (e *Exporter) copyChunks(rn *run) (int64, error) {
 	size := rn.job.ChunkSize
-	w := &chunkWriter{e: e, rn: rn, queue: make(chan chunk, 2*batchLen(size)), done: make(chan error, 1)}
-	go w.run()
-
 	sum := sha256.New()
 	src := source{r: rn.r}
-	var total int64
-	var failure error
+	var (
+		total   int64
+		failure error
+		w       *chunkWriter
+	)
+	// A source slower than beginDelay to fill the first chunk sees its job
+	// move to running on its own; a quicker one has the begin fused into
+	// its first write.
+	begin := beginLater(rn, e.store)
 	for {
 		buf := e.bufs.get(size)
 		n, err := src.fill(buf)
@@ -124,6 +130,25 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 		if err == io.EOF {
 			c.checksum = "sha256:" + hex.EncodeToString(sum.Sum(nil))
 		}
+		if w == nil {
+			begun, berr := begin.wait()
+			if berr != nil {
+				e.bufs.put(buf)
+				failure = berr
+				break
+			}
+			if c.last() { // the whole export in one write
+				cw := ChunkWrite{Begin: !begun, Bytes: total, Final: StatusCompleted, Checksum: c.checksum}
+				if n > 0 {
+					cw.Chunks, cw.Count = [][]byte{c.data}, 1
+				}
+				err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw)
+				e.bufs.put(buf)
+				return total, err
+			}
+			w = &chunkWriter{e: e, rn: rn, begun: begun, queue: make(chan chunk, 2*batchLen(size)), done: make(chan error, 1)}
+			go w.run()
+		}
 		select {
 		case w.queue <- c:
 		case <-rn.ctx.Done():
@@ -134,12 +159,45 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 			break
 		}
 	}
+	if w == nil {
+		begin.wait() // the begin write, if it started, is done before we return
+		return 0, failure
+	}
 	close(w.queue) // after the last chunk, or early on a failure
 	err := <-w.done
 	if failure != nil {
 		return 0, failure
 	}
 	return total, err
+}
+
+// beginner moves a job to running after beginDelay unless stopped first.
+type beginner struct {
+	t     *time.Timer
+	done  chan error // the begin write's result, if the timer fired
+	begun bool
+	err   error
+}
+
+func beginLater(rn *run, store Store) *beginner {
+	b := &beginner{done: make(chan error, 1)}
+	b.t = time.AfterFunc(beginDelay, func() { // owned: wait collects it
+		b.done <- store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true})
+	})
+	return b
+}
+
+// wait stops the timer, or waits for the begin write it started, and
+// reports whether the job has begun. It may be called more than once.
+func (b *beginner) wait() (begun bool, err error) {
+	if b.t != nil {
+		if !b.t.Stop() {
+			b.err = <-b.done
+			b.begun = b.err == nil
+		}
+		b.t = nil
+	}
+	return b.begun, b.err
 }
 
 // chunk is one item of a chunkWriter's queue. The last chunk of an export
@@ -156,6 +214,7 @@ func (c chunk) last() bool { return c.checksum != "" }
 type chunkWriter struct {
 	e     *Exporter
 	rn    *run
+	begun bool       // the job is running already
 	queue chan chunk // closed by the reader when it stops
 	done  chan error
 }
@@ -177,7 +236,7 @@ func (w *chunkWriter) write() error {
 	e, rn := w.e, w.rn
 	var (
 		index, bytes int64
-		begun        bool
+		begun        = w.begun
 		batch        [][]byte
 	)
 	release := func() {
@@ -187,8 +246,6 @@ func (w *chunkWriter) write() error {
 		batch = batch[:0]
 	}
 	defer release()
-	timer := time.NewTimer(beginDelay)
-	defer timer.Stop()
 	limit := batchLen(rn.job.ChunkSize)
 	for {
 		var c chunk
@@ -198,14 +255,6 @@ func (w *chunkWriter) write() error {
 				return nil
 			}
 			c = next
-		case <-timer.C:
-			if !begun {
-				if err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true}); err != nil {
-					return err
-				}
-				begun = true
-			}
-			continue
 		case <-rn.ctx.Done():
 			return context.Cause(rn.ctx)
 		}
