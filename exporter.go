@@ -583,14 +583,18 @@ func (e *Exporter) OpenExport(ctx context.Context, user User, id string) (*Downl
 // Shutdown stops the Exporter: new starts get ErrClosed at once; running
 // and pending exports may finish until ctx is done; then the rest are
 // failed ("exporter shut down") and their sources closed. Every goroutine
-// the Exporter started has returned when Shutdown returns. It returns nil
-// if every export finished, else ctx's error. Calling it again is safe.
+// the Exporter started has returned when Shutdown returns (but see below
+// for sources that ignore Close). It returns nil if every export
+// finished, else ctx's error. Calling it again is safe.
 //
 // GetExportStatus, CancelExport, WaitExport and OpenExport keep working
 // after Shutdown: they only use the store.
 //
-// A source that blocks in Read, is not an io.Closer and ignores everything
-// else keeps its worker, and so Shutdown, waiting until that Read returns.
+// A source whose Read or Close ignores Close and blocks for good cannot be
+// stopped: once ctx is done and the grace period after closing the sources
+// has passed, Shutdown records the export's end, returns an error saying
+// how many sources are stuck, and leaves their goroutines to return when
+// the source does.
 func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.closed = true
@@ -608,27 +612,59 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 		for _, rn := range queued {
 			e.forget(rn)
 		}
+		running := make([]*run, 0, len(e.runs))
+		for _, rn := range e.runs {
+			running = append(running, rn)
+		}
 		e.mu.Unlock()
-		// Running exports see the cause and record it themselves.
+		// Stop every run; each closes its source and records its end.
+		// Shutdown records the ends too, in case a source does not return
+		// from Read: a repeated end is harmless.
 		e.stop(ErrClosed)
-		for _, rn := range queued {
+		for _, rn := range append(queued, running...) {
 			rn.cancel(ErrClosed)
 			e.end(rn, ErrClosed)
-			rn.closeReader(e.log)
+		}
+		for _, rn := range queued {
+			e.wg.Add(1)
+			go func() { // a Close that blocks must not hold Shutdown
+				defer e.wg.Done()
+				rn.closeReader(e.log)
+			}()
 		}
 	}
 	e.mu.Lock()
 	e.stopped = true
 	e.mu.Unlock()
 	e.stop(ErrClosed)
-	e.wg.Wait()
 	if err == nil {
+		e.wg.Wait()
 		e.log.Info("exporter shut down")
-	} else {
-		e.log.Warn("exporter shut down before its exports finished", "err", err)
+		return nil
 	}
+	// Sources were closed; their Reads and Closes get a grace period to
+	// return. One that ignores Close cannot be stopped: Shutdown reports
+	// it rather than wait forever.
+	done := make(chan struct{})
+	go func() {
+		e.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		e.mu.Lock()
+		stuck := len(e.runs)
+		e.mu.Unlock()
+		err = errors.Join(err, fmt.Errorf("exporter: shutdown: %d export sources still in Read or Close %v after they were closed; their goroutines are left running", stuck, shutdownGrace))
+	}
+	e.log.Warn("exporter shut down before its exports finished", "err", err)
 	return err
 }
+
+// shutdownGrace is how long Shutdown waits, once its ctx is done and the
+// sources are closed, for the goroutines still in a source's Read or Close.
+const shutdownGrace = 2 * time.Second
 
 // end records that rn failed with cause, unless cause means someone else
 // already ended it (a cancel, a lost lease). The write does not depend on
