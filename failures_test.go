@@ -224,6 +224,10 @@ func TestRetention(t *testing.T) {
 			_, err = x.GetExportStatus(ctx, alice, id)
 			require.ErrorIs(t, err, ErrNotFound)
 		}
+		// What is left is the owner's list index, which outlives its newest
+		// entry by twice the retention, and then goes too.
+		require.Equal(t, []string{e.store.ownerKey(alice.ID)}, e.keys(t))
+		e.elapse(1100 * time.Millisecond)
 		require.Empty(t, e.keys(t))
 	})
 }

@@ -2,6 +2,8 @@ package exporter
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -75,6 +77,19 @@ func (s *RedisStore) keys(id string) []string {
 	tag := s.prefix + "{" + id + "}:"
 	return []string{tag + "meta", tag + "data", tag + "lease"}
 }
+
+// ownerKey is the sorted set of an owner's job ids, scored by creation
+// time in ms. The owner's name is hashed: it may hold any byte, braces
+// included, and must not pick the Cluster slot.
+func (s *RedisStore) ownerKey(owner string) string {
+	sum := sha256.Sum256([]byte(owner))
+	return s.prefix + "owner:{" + hex.EncodeToString(sum[:12]) + "}:jobs"
+}
+
+// indexTTL is how long an owner's index outlives its newest entry: jobs
+// live Retention after their last update, and a long run updates them
+// later than its creation, so the index keeps twice that.
+func indexTTL(retention time.Duration) time.Duration { return 2 * retention }
 
 // eventsChannel is where the scripts announce terminal statuses, as
 // "<id> <status>".
@@ -307,7 +322,15 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	}
 	fields = append(fields, fLease, lease.TTL.Milliseconds())
 	args := append([]any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), retention.Milliseconds()}, fields...)
-	res, err := scriptCreate.Run(ctx, s.client, s.keys(job.ID), args...).Slice()
+	// The owner's index lives in another Cluster slot than the job, so it
+	// cannot be written by the same script: it is written first, in the
+	// same round trip, and List skips entries whose job does not exist.
+	index, now := s.ownerKey(job.Owner), time.Now()
+	res, err := s.pipelined(ctx, scriptCreate, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
+		pipe.ZAdd(ctx, index, redis.Z{Score: float64(now.UnixMilli()), Member: job.ID})
+		pipe.ZRemRangeByScore(ctx, index, "-inf", strconv.FormatInt(now.Add(-indexTTL(retention)).UnixMilli(), 10))
+		pipe.PExpire(ctx, index, indexTTL(retention))
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -343,13 +366,20 @@ func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if j.Status == StatusPending || j.Status == StatusRunning {
-		ttl, _ := strconv.ParseInt(h[fLease], 10, 64)
-		if !time.Now().Before(j.UpdatedAt.Add(time.Duration(ttl) * time.Millisecond)) {
-			_, j, err = s.run(ctx, scriptGet, id, owner)
-		}
+	if mayHaveLapsed(h, j) {
+		_, j, err = s.run(ctx, scriptGet, id, owner)
 	}
 	return j, err
+}
+
+// mayHaveLapsed reports whether j is live and, by the local clock, its
+// lease (renewed with every update) may have run out.
+func mayHaveLapsed(h map[string]string, j *Job) bool {
+	if j.Status != StatusPending && j.Status != StatusRunning {
+		return false
+	}
+	ttl, _ := strconv.ParseInt(h[fLease], 10, 64)
+	return !time.Now().Before(j.UpdatedAt.Add(time.Duration(ttl) * time.Millisecond))
 }
 
 // Write implements Store. The chunks go to the data list with RPUSHX,
@@ -368,9 +398,7 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 	keys := s.keys(id)
 	argv := []any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), begin, w.Index, len(w.Chunks),
 		w.Bytes, string(w.Final), text, w.Count}
-	var res []any
-	for attempt := 0; ; attempt++ {
-		pipe := s.client.Pipeline()
+	res, err := s.pipelined(ctx, scriptWrite, keys, argv, func(pipe redis.Pipeliner) {
 		if len(w.Chunks) > 0 {
 			chunks := make([]any, len(w.Chunks))
 			for i, c := range w.Chunks {
@@ -378,26 +406,9 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 			}
 			pipe.RPushX(ctx, keys[1], chunks...)
 		}
-		cmd := pipe.EvalSha(ctx, scriptWrite.Hash(), keys, argv...)
-		_, err := pipe.Exec(ctx)
-		if attempt == 0 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			// Not loaded (a new or restarted server): load it and write
-			// again; the script drops chunks the first RPUSHX stored.
-			if err := scriptWrite.Load(ctx, s.client).Err(); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if res, err = cmd.Slice(); err != nil {
-			return err
-		}
-		if len(res) == 0 {
-			return fmt.Errorf("%w: write %s: empty reply", ErrCorrupt, id)
-		}
-		break
+	})
+	if err != nil {
+		return err
 	}
 	switch code, _ := res[0].(string); code {
 	case "ok":
@@ -410,6 +421,35 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 		return fmt.Errorf("exporter: write %s: chunks before %d are missing", id, w.Index)
 	default:
 		return fmt.Errorf("%w: write %s: reply %q", ErrCorrupt, id, code)
+	}
+}
+
+// pipelined runs script after the commands that before adds, in one
+// pipeline on one connection (per Cluster node), and returns the script's
+// reply. The script is run by hash; if the server does not have it (a new
+// or restarted server), it is loaded and the whole pipeline runs again, so
+// the commands before it must be safe to repeat (the scripts undo a
+// repeated RPUSHX).
+func (s *RedisStore) pipelined(ctx context.Context, script *redis.Script, keys []string, argv []any, before func(redis.Pipeliner)) ([]any, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := s.client.Pipeline()
+		before(pipe)
+		cmd := pipe.EvalSha(ctx, script.Hash(), keys, argv...)
+		_, err := pipe.Exec(ctx)
+		if attempt == 0 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			if err := script.Load(ctx, s.client).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		res, err := cmd.Slice()
+		if err == nil && len(res) == 0 {
+			err = fmt.Errorf("%w: empty script reply", ErrCorrupt)
+		}
+		return res, err
 	}
 }
 
@@ -551,4 +591,84 @@ func parseEvent(payload string) (Event, bool) {
 		ev.Job = j
 	}
 	return ev, true
+}
+
+// List implements Store. A cursor is "<score>:<id>" of the last job of the
+// previous page; ties in score are ordered by id, as the sorted set does.
+func (s *RedisStore) List(ctx context.Context, owner, cursor string, limit int) ([]*Job, string, error) {
+	index := s.ownerKey(owner)
+	max, after := "+inf", ""
+	if cursor != "" {
+		score, id, ok := strings.Cut(cursor, ":")
+		if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil || !validID(id) {
+			return nil, "", fmt.Errorf("%w: list cursor %q", ErrInvalid, cursor)
+		}
+		max, after = score, cursor
+	}
+	var (
+		jobs    []*Job
+		offset  int64
+		cursors []string
+	)
+	for len(jobs) <= limit {
+		batch := int64(limit + 1 - len(jobs) + 8)
+		entries, err := s.client.ZRevRangeByScoreWithScores(ctx, index, &redis.ZRangeBy{
+			Min: "-inf", Max: max, Offset: offset, Count: batch}).Result()
+		if err != nil {
+			return nil, "", err
+		}
+		offset += int64(len(entries))
+		var ids, marks []string
+		for _, z := range entries {
+			id, _ := z.Member.(string)
+			mark := strconv.FormatInt(int64(z.Score), 10) + ":" + id
+			// Skip what the previous page listed: same score, id not below.
+			if after != "" && int64(z.Score) == mustScore(after) && id >= after[strings.IndexByte(after, ':')+1:] {
+				continue
+			}
+			if validID(id) {
+				ids, marks = append(ids, id), append(marks, mark)
+			}
+		}
+		pipe := s.client.Pipeline()
+		hashes := make([]*redis.MapStringStringCmd, len(ids))
+		for i, id := range ids {
+			hashes[i] = pipe.HGetAll(ctx, s.keys(id)[0])
+		}
+		if len(ids) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return nil, "", err
+			}
+		}
+		var gone []any
+		for i, h := range hashes {
+			j, err := decodeJob(h.Val())
+			if err != nil || j.Owner != owner {
+				gone = append(gone, ids[i])
+				continue
+			}
+			if mayHaveLapsed(h.Val(), j) {
+				if j, err = s.Get(ctx, ids[i], owner); err != nil {
+					continue
+				}
+			}
+			jobs, cursors = append(jobs, j), append(cursors, marks[i])
+		}
+		if len(gone) > 0 {
+			s.client.ZRem(ctx, index, gone...) // forgetting is best effort
+		}
+		if int64(len(entries)) < batch {
+			break // the index has no more
+		}
+	}
+	if len(jobs) > limit {
+		return jobs[:limit], cursors[limit-1], nil
+	}
+	return jobs, "", nil
+}
+
+// mustScore is the score part of a cursor List has validated.
+func mustScore(cursor string) int64 {
+	n, _ := strconv.ParseInt(cursor[:strings.IndexByte(cursor, ':')], 10, 64)
+	return n
 }

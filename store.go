@@ -54,6 +54,12 @@ type Store interface {
 	// Subscribe returns the stream of jobs reaching a terminal status,
 	// cancels included, on every instance.
 	Subscribe(ctx context.Context) (Subscription, error)
+
+	// List returns up to limit of owner's jobs, newest first, starting after
+	// cursor ("" for the newest), and the cursor of the next page ("" after
+	// the last). Jobs that expired are skipped (and forgotten). A cursor
+	// the store did not hand out is an error wrapping ErrInvalid.
+	List(ctx context.Context, owner, cursor string, limit int) (jobs []*Job, next string, err error)
 }
 
 // Lease is a run's claim on a job: a random token and how long the claim
