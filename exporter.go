@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -271,6 +272,10 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if err := e.reserve(user.ID); err != nil {
 		return nil, err
 	}
+	// The first start begins listening for cancels, in parallel with its
+	// create round trip, and waits (briefly) until the subscription is in
+	// place, so that a cancel right after it is not missed.
+	listening, first := e.startListening()
 	id := uuid.NewString()
 	rn := &run{
 		job: &Job{ID: id, Owner: user.ID, Status: StatusPending, Total: o.total,
@@ -290,6 +295,15 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	rn.job = job
 	if err := e.enqueue(rn); err != nil {
 		return nil, err
+	}
+	if first {
+		t := time.NewTimer(e.pollInterval())
+		select {
+		case <-listening:
+		case <-t.C: // the store may be down; lease renewals cover cancels
+		case <-ctx.Done():
+		}
+		t.Stop()
 	}
 	e.log.DebugContext(ctx, "export started", "job", id, "owner", user.ID)
 	return job.clone(), nil
@@ -433,6 +447,19 @@ func (e *Exporter) abort(id string, cause error) {
 	if queued {
 		rn.closeReader(e.log)
 	}
+}
+
+// startListening starts the background goroutines if they are not running and
+// returns the channel closed once the listener is subscribed, and whether
+// this call started them.
+func (e *Exporter) startListening() (ready chan struct{}, started bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	started = !e.background && !e.stopped
+	if !e.stopped {
+		e.startBackground()
+	}
+	return e.listening, started
 }
 
 // startBackground starts the lease keeper and the event listener once.
@@ -675,7 +702,7 @@ func (e *Exporter) end(rn *run, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
-	err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Final: StatusFailed, Reason: cause.Error()})
+	err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)})
 	if err != nil && !errors.Is(err, ErrLeaseLost) {
 		e.log.Warn("recording export failure failed; its lease will lapse", "job", rn.job.ID, "err", err)
 	}
@@ -708,4 +735,19 @@ func (c valuesContext) Value(key any) any {
 		return v
 	}
 	return c.values.Value(key)
+}
+
+// maxReason bounds Job.Error: a source's error text is the service's, but
+// it is stored and sent to every instance with the end event.
+const maxReason = 1024
+
+// truncate cuts s to at most n bytes on a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

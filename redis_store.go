@@ -28,7 +28,9 @@ import (
 // Every state change is one Lua script that checks the status and the
 // lease token before it writes and sets the TTLs in the same step. A job
 // reaching a terminal status is announced on the channel <prefix>events
-// as "<id> <status>", in the same script.
+// as "<id> <status> <job>", in the same script (see parseEvent). Each
+// owner's jobs are listed in <prefix>owner:{<hash of owner>}:jobs, a
+// sorted set with a TTL.
 //
 // RedisStore never closes the client it was given.
 type RedisStore struct {
@@ -130,6 +132,18 @@ end
 local function live(st) return st == 'pending' or st == 'running' end
 -- j: status, retention, id, owner, bytes, checksum, error; token
 local function finish(j, st, field, value, t)
+  -- The event carries the job as it will be, each string as
+  -- <length>:<bytes>, so that waiters need not read it again. It is
+  -- published before any write: Redis does not undo a script's writes when
+  -- a later call fails (say, PUBLISH refused by an ACL), and an end must
+  -- not be recorded by a call that reports an error.
+  local h = redis.call('HGETALL', meta)
+  local set = {status = st, [field] = value, finished = t, updated = t}
+  for i = 1, #h, 2 do
+    if set[h[i]] then h[i + 1] = set[h[i]] end
+  end
+  for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
+  redis.call('PUBLISH', events, j.id .. ' ' .. st .. ' ' .. table.concat(h))
   redis.call('HSET', meta, 'status', st, field, value, 'finished', t, 'updated', t)
   if st == 'completed' then
     redis.call('PEXPIRE', data, j.retention)
@@ -138,11 +152,6 @@ local function finish(j, st, field, value, t)
   end
   redis.call('DEL', lease)
   redis.call('PEXPIRE', meta, j.retention)
-  -- The event carries the job, each string as <length>:<bytes>, so that
-  -- waiters need not read it again.
-  local h = redis.call('HGETALL', meta)
-  for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
-  redis.call('PUBLISH', events, j.id .. ' ' .. st .. ' ' .. table.concat(h))
   j.status = st
   j[field] = value
 end
