@@ -36,6 +36,9 @@ var (
 	// ErrCancelled is recorded in Job.Error of a cancelled export and is
 	// the cause of the context its copy ran under.
 	ErrCancelled = errors.New("exporter: export cancelled")
+	// ErrNotReplicated is recorded in Job.Error of an export whose
+	// completion did not reach Config.MinReplicas replicas in time.
+	ErrNotReplicated = errors.New("exporter: not replicated")
 	// ErrInvalid is returned for malformed arguments: a nil reader, a
 	// negative WithTotal, metadata beyond its limits, an invalid Config.
 	ErrInvalid = errors.New("exporter: invalid argument")

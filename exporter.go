@@ -53,6 +53,20 @@ type Config struct {
 	// lapses reads as failed with ErrWorkerLost. 0 means 15 seconds; at
 	// least 100 ms.
 	LeaseTTL time.Duration
+	// MinReplicas is how many replicas must hold an export's bytes (Redis
+	// WAIT, on the master that took them) before it is recorded completed,
+	// and the completion before it is announced. If they do not within
+	// ReplicaTimeout (each step is tried three times, also across a
+	// failover), the export fails with ErrNotReplicated and never read
+	// completed. 0 (the default) does not wait: replication is asynchronous,
+	// so a failover right after a completion can lose it; the export then
+	// reads running on the new master and fails with ErrWorkerLost. Either
+	// way an export never reads completed without its bytes: replicas apply
+	// writes in order.
+	MinReplicas int
+	// ReplicaTimeout bounds each WAIT for MinReplicas. 0 means 1 second.
+	// Keep it below the client's ReadTimeout.
+	ReplicaTimeout time.Duration
 	// Logger receives the Exporter's log records. nil discards them.
 	Logger *slog.Logger
 }
@@ -97,6 +111,9 @@ func (c Config) withDefaults() Config {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = DefaultLeaseTTL
 	}
+	if c.ReplicaTimeout == 0 {
+		c.ReplicaTimeout = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -119,6 +136,10 @@ func (c Config) validate() error {
 		return bad("MaxPending must not be negative")
 	case c.MaxPerUser < 0:
 		return bad("MaxPerUser must not be negative")
+	case c.MinReplicas < 0:
+		return bad("MinReplicas must not be negative")
+	case c.ReplicaTimeout < 0:
+		return bad("ReplicaTimeout must not be negative")
 	case c.Retention < time.Millisecond:
 		return bad("Retention must be at least 1ms, not %v", c.Retention)
 	case c.LeaseTTL < minLeaseTTL:
@@ -477,10 +498,14 @@ func (e *Exporter) startBackground() {
 
 // keepLeases renews the lease of every held run every LeaseTTL/3. A run
 // whose lease is gone (cancelled, or lapsed while the store was away) is
-// stopped: this is the path that catches a lost cancel notification.
+// stopped: this is the path that catches a lost cancel event. A renewal
+// that fails (the store is away) is tried again soon, with backoff, so a
+// short outage costs no lease that had time left.
 func (e *Exporter) keepLeases() {
 	defer e.wg.Done()
-	t := time.NewTicker(e.cfg.LeaseTTL / 3)
+	interval := e.cfg.LeaseTTL / 3
+	retry := minRenewRetry
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -494,8 +519,9 @@ func (e *Exporter) keepLeases() {
 			held = append(held, rn)
 		}
 		e.mu.Unlock()
+		failed := false
 		for _, rn := range held {
-			ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
+			ctx, cancel := context.WithTimeout(e.base, interval)
 			err := e.store.Renew(ctx, rn.job.ID, rn.lease)
 			cancel()
 			switch {
@@ -506,11 +532,22 @@ func (e *Exporter) keepLeases() {
 			case e.base.Err() != nil:
 				return
 			default:
+				failed = true
 				e.log.Warn("export lease renewal failed", "job", rn.job.ID, "err", err)
 			}
 		}
+		if failed {
+			t.Reset(min(retry, interval))
+			retry *= 2
+		} else {
+			t.Reset(interval)
+			retry = minRenewRetry
+		}
 	}
 }
+
+// minRenewRetry is the first delay before a failed renewal is tried again.
+const minRenewRetry = 50 * time.Millisecond
 
 // GetExportStatus returns the job id. Only its owner and holders of
 // Config.AdminPermission may see it; for anyone else, and for unknown,

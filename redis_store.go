@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,19 +132,25 @@ local function reply(code)
 end
 local function live(st) return st == 'pending' or st == 'running' end
 -- j: status, retention, id, owner, bytes, checksum, error; token
-local function finish(j, st, field, value, t)
-  -- The event carries the job as it will be, each string as
-  -- <length>:<bytes>, so that waiters need not read it again. It is
-  -- published before any write: Redis does not undo a script's writes when
-  -- a later call fails (say, PUBLISH refused by an ACL), and an end must
-  -- not be recorded by a call that reports an error.
+-- event() is the end event of the job as it is, with set's fields
+-- changed: "<id> <status> <job>", each string of the job hash as
+-- <length>:<bytes>, so that waiters need not read the job again.
+local function event(j, st, set)
   local h = redis.call('HGETALL', meta)
-  local set = {status = st, [field] = value, finished = t, updated = t}
   for i = 1, #h, 2 do
     if set[h[i]] then h[i + 1] = set[h[i]] end
   end
   for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
-  redis.call('PUBLISH', events, j.id .. ' ' .. st .. ' ' .. table.concat(h))
+  return j.id .. ' ' .. st .. ' ' .. table.concat(h)
+end
+-- finish() ends the job and returns its event; it publishes the event
+-- unless hold is set (the caller publishes it once replicas confirmed the
+-- end). It publishes before any write: Redis does not undo a script's
+-- writes when a later call fails (say, PUBLISH refused by an ACL), and an
+-- end must not be recorded by a call that reports an error.
+local function finish(j, st, field, value, t, hold)
+  local ev = event(j, st, {status = st, [field] = value, finished = t, updated = t})
+  if not hold then redis.call('PUBLISH', events, ev) end
   redis.call('HSET', meta, 'status', st, field, value, 'finished', t, 'updated', t)
   if st == 'completed' then
     redis.call('PEXPIRE', data, j.retention)
@@ -154,11 +161,13 @@ local function finish(j, st, field, value, t)
   redis.call('PEXPIRE', meta, j.retention)
   j.status = st
   j[field] = value
+  return ev
 end
 local function load()
-  local f = redis.call('HMGET', meta, 'status', 'retention', 'id', 'owner', 'bytes', 'checksum', 'error')
+  local f = redis.call('HMGET', meta, 'status', 'retention', 'id', 'owner', 'bytes', 'checksum', 'error', 'chunks')
   if not f[1] then return nil end
-  local j = {status = f[1], retention = f[2], id = f[3], owner = f[4], bytes = f[5], checksum = f[6], error = f[7]}
+  local j = {status = f[1], retention = f[2], id = f[3], owner = f[4], bytes = f[5], checksum = f[6], error = f[7],
+    chunks = tonumber(f[8]) or 0}
   j.token = redis.call('GET', lease)
   if live(j.status) and not j.token then
     finish(j, 'failed', 'error', '` + "exporter: worker lost" + `', fmt(now()))
@@ -177,7 +186,7 @@ var scriptCreate = redis.NewScript(luaCommon + `
 if redis.call('EXISTS', meta) == 1 then return {'exists'} end
 local t = fmt(now())
 redis.call('HSET', meta, 'created', t, 'updated', t, 'started', '0', 'finished', '0',
-  'checksum', '', 'error', '', unpack(ARGV, 5))
+  'checksum', '', 'error', '', 'chunks', '0', unpack(ARGV, 5))
 redis.call('PEXPIRE', meta, ARGV[4])
 redis.call('SET', lease, ARGV[2], 'PX', ARGV[3])
 redis.call('RPUSH', data, '')
@@ -202,42 +211,50 @@ return reply('ok')
 // ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] "1" to begin, ARGV[5] index
 // of the write's first chunk, ARGV[6] its number of chunks, ARGV[7] Bytes
 // after them, ARGV[8] final status ("", "completed", "failed"), ARGV[9]
-// checksum or error text, ARGV[10] number of chunks a completed job holds.
-// Returns {"ok"}, {"fenced"}, {"gap"} (chunks missing) or {"missing"}.
+// checksum or error text, ARGV[10] number of chunks a completed job holds,
+// ARGV[11] "1" to hold the end event and return it instead of publishing.
+// Returns {"ok"} (with a held event: {"ok", event}), {"fenced"}, {"gap"}
+// (chunks missing) or {"missing"}.
 var scriptWrite = redis.NewScript(luaCommon + `
 local j = load()
 if not j then return {'missing'} end
-local st, final, n = j.status, ARGV[8], tonumber(ARGV[6])
+local st, final, n, c = j.status, ARGV[8], tonumber(ARGV[6]), j.chunks
+-- Keep exactly the chunks this script has verified (the hash's count):
+-- what lies past them in the list are copies of the current write's chunks
+-- that RPUSHX appended, once or more (go-redis repeats a command whose
+-- reply was lost; Write repeats the pipeline after NOSCRIPT).
+local function keep(k)
+  local base = (st == 'completed') and 0 or 1 -- a live list has its header
+  if redis.call('LLEN', data) > base + k then redis.call('LTRIM', data, 0, base + k - 1) end
+end
 -- A pending job must begin before it takes bytes, or be failed (Shutdown).
 local ok = st == 'running' or (st == 'pending' and (ARGV[4] == '1' or final == 'failed'))
 if not ok or j.token ~= ARGV[2] then
-  -- Undo this write's RPUSHX. The list of a job whose lease is gone is
-  -- gone too, and a completed job's list only takes the RPUSHX of a
-  -- retried final write, so this touches no one else's chunks.
-  if n > 0 then
-    local len = redis.call('LLEN', data)
-    if len > 0 then redis.call('LTRIM', data, 0, len - n - 1) end
-  end
+  -- Drop this write's chunks. The list of a job whose lease is gone is gone
+  -- too; a completed job's list only takes the RPUSHX of a retried final
+  -- write; so this touches no one else's chunks.
+  if n > 0 then keep(c) end
   if final ~= '' and st == final then
     local field = (final == 'completed') and 'checksum' or 'error'
-    if j[field] == ARGV[9] then return {'ok'} end
+    if j[field] == ARGV[9] then return {'ok', event(j, st, {})} end
   end
   return {'fenced'}
 end
 local t = fmt(now())
-local len = redis.call('LLEN', data)
+local idx = tonumber(ARGV[5])
+local set = {'updated', t}
 if n > 0 then
-  -- Before the RPUSHX the list should have held the header and exactly the
-  -- chunks before this write. If it held these chunks already (a retried
-  -- write), undo the RPUSHX; if chunks are missing, undo it and fail.
-  local before, at = len - n, 1 + tonumber(ARGV[5])
-  if before ~= at then
-    redis.call('LTRIM', data, 0, before - 1)
-    if before < at + n then return {'gap'} end
-    len = before
+  if idx + n <= c then
+    keep(c) -- stored already: a repeated write
+  elseif idx ~= c or redis.call('LLEN', data) < 1 + c + n then
+    keep(c) -- chunks before these are missing, or these did not arrive
+    return {'gap'}
+  else
+    keep(c + n) -- the first copy of these chunks stays
+    c = c + n
+    table.insert(set, 'chunks'); table.insert(set, c)
   end
 end
-local set = {'updated', t}
 if tonumber(j.bytes) < tonumber(ARGV[7]) then
   table.insert(set, 'bytes'); table.insert(set, ARGV[7])
 end
@@ -247,9 +264,10 @@ if st == 'pending' and ARGV[4] == '1' then
 end
 redis.call('HSET', meta, unpack(set))
 if final == 'completed' then
-  if len ~= 1 + tonumber(ARGV[10]) then return {'gap'} end
+  if c ~= tonumber(ARGV[10]) then return {'gap'} end
   redis.call('LPOP', data)
-  finish(j, 'completed', 'checksum', ARGV[9], t)
+  local ev = finish(j, 'completed', 'checksum', ARGV[9], t, ARGV[11] == '1')
+  if ARGV[11] == '1' then return {'ok', ev} end
 elseif final == 'failed' then
   finish(j, 'failed', 'error', ARGV[9], t)
 else
@@ -405,9 +423,13 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 		begin = "1"
 	}
 	keys := s.keys(id)
+	hold := "0"
+	if w.Final == StatusCompleted && w.Replicas > 0 {
+		hold = "1"
+	}
 	argv := []any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), begin, w.Index, len(w.Chunks),
-		w.Bytes, string(w.Final), text, w.Count}
-	res, err := s.pipelined(ctx, scriptWrite, keys, argv, func(pipe redis.Pipeliner) {
+		w.Bytes, string(w.Final), text, w.Count, hold}
+	push := func(pipe redis.Pipeliner) {
 		if len(w.Chunks) > 0 {
 			chunks := make([]any, len(w.Chunks))
 			for i, c := range w.Chunks {
@@ -415,10 +437,19 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 			}
 			pipe.RPushX(ctx, keys[1], chunks...)
 		}
-	})
+	}
+	if hold == "1" {
+		return s.writeReplicated(ctx, id, keys, argv, push, w)
+	}
+	res, err := s.pipelined(ctx, scriptWrite, keys, argv, push)
 	if err != nil {
 		return err
 	}
+	return writeResult(id, w, res)
+}
+
+// writeResult turns scriptWrite's reply into Write's error.
+func writeResult(id string, w ChunkWrite, res []any) error {
 	switch code, _ := res[0].(string); code {
 	case "ok":
 		return nil
@@ -431,6 +462,99 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 	default:
 		return fmt.Errorf("%w: write %s: reply %q", ErrCorrupt, id, code)
 	}
+}
+
+// writeReplicated is the completing write of a Store.Write with Replicas,
+// in two steps, each followed by WAIT on the same connection (WAIT waits
+// for every write the server took up to that connection's last one;
+// replicas apply writes in order):
+//
+//  1. the last chunks, with the job still running, until Replicas replicas
+//     have them and every chunk before: else ErrNotReplicated, and the job
+//     has never read completed;
+//  2. the completion, then the end event, once replicas have it too (if they
+//     do not, the completion stands and is announced anyway: its bytes are
+//     on the replicas).
+//
+// Each step is tried three times; repeating one is harmless, also on a new
+// master after a failover (a write it still has is recognised, one it lost
+// is made again, and chunks it lost fail the write with a gap).
+func (s *RedisStore) writeReplicated(ctx context.Context, id string, keys []string, argv []any, push func(redis.Pipeliner), w ChunkWrite) error {
+	data := slices.Clone(argv)
+	data[7], data[8], data[9], data[10] = "", "", 0, "0" // no final status yet
+	done := slices.Clone(argv)
+	done[4], done[5] = w.Index+int64(len(w.Chunks)), 0 // no chunks left
+	if _, err := s.replicated(ctx, id, keys, data, push, w); err != nil {
+		return err
+	}
+	res, err := s.replicated(ctx, id, keys, done, func(redis.Pipeliner) {}, w)
+	if errors.Is(err, ErrNotReplicated) && len(res) == 2 {
+		err = nil
+	}
+	if err == nil && len(res) == 2 {
+		ev, _ := res[1].(string)
+		s.client.Publish(ctx, s.eventsChannel(), ev) // best effort: waiters re-read
+	}
+	return err
+}
+
+// replicated runs one step of writeReplicated: scriptWrite with argv after
+// push, then WAIT, up to three times.
+func (s *RedisStore) replicated(ctx context.Context, id string, keys []string, argv []any, push func(redis.Pipeliner), w ChunkWrite) ([]any, error) {
+	timeout := max(w.ReplicaTimeout, 10*time.Millisecond)
+	var (
+		last error
+		res  []any
+	)
+	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
+		pipe, err := s.pipelineFor(ctx, keys[0])
+		if err != nil {
+			last = err
+			continue
+		}
+		push(pipe)
+		cmd := pipe.EvalSha(ctx, scriptWrite.Hash(), keys, argv...)
+		acks := pipe.Do(ctx, "WAIT", w.Replicas, timeout.Milliseconds())
+		_, err = pipe.Exec(ctx)
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			last = scriptWrite.Load(ctx, s.client).Err()
+			continue
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		if res, err = cmd.Slice(); err != nil || len(res) == 0 {
+			return nil, fmt.Errorf("%w: write %s: reply %v (%v)", ErrCorrupt, id, res, err)
+		}
+		if err := writeResult(id, w, res); err != nil {
+			return nil, err
+		}
+		if n, _ := acks.Int64(); n < int64(w.Replicas) {
+			last = fmt.Errorf("%w: %d of %d replicas acknowledged the writes of %s within %v",
+				ErrNotReplicated, n, w.Replicas, id, timeout)
+			continue
+		}
+		return res, nil
+	}
+	if last == nil {
+		last = ctx.Err()
+	}
+	return res, last
+}
+
+// pipelineFor returns a pipeline on the connection pool of the server that
+// holds key: for a Cluster, its master's, so that a keyless WAIT goes to
+// the same node as the writes it waits for.
+func (s *RedisStore) pipelineFor(ctx context.Context, key string) (redis.Pipeliner, error) {
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		node, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return node.Pipeline(), nil
+	}
+	return s.client.Pipeline(), nil
 }
 
 // pipelined runs script after the commands that before adds, in one

@@ -80,6 +80,13 @@ type ChunkWrite struct {
 	Checksum string // with StatusCompleted: "sha256:<hex>" of all bytes
 	Count    int64  // with StatusCompleted: how many chunks the job must hold
 	Reason   string // with StatusFailed: Job.Error
+
+	// With StatusCompleted: how many replicas must have the completion
+	// (and so every write before it) within ReplicaTimeout before Write
+	// returns nil and announces the end; else an error wrapping
+	// ErrNotReplicated. 0 does not wait.
+	Replicas       int
+	ReplicaTimeout time.Duration
 }
 
 // Event is a job reaching a terminal status.

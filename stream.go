@@ -138,7 +138,8 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 				break
 			}
 			if c.last() { // the whole export in one write
-				cw := ChunkWrite{Begin: !begun, Bytes: total, Final: StatusCompleted, Checksum: c.checksum}
+				cw := ChunkWrite{Begin: !begun, Bytes: total, Final: StatusCompleted, Checksum: c.checksum,
+					Replicas: e.cfg.MinReplicas, ReplicaTimeout: e.cfg.ReplicaTimeout}
 				if n > 0 {
 					cw.Chunks, cw.Count = [][]byte{c.data}, 1
 				}
@@ -283,6 +284,7 @@ func (w *chunkWriter) write() error {
 		cw.Chunks = batch
 		if c.last() {
 			cw.Final, cw.Checksum, cw.Count = StatusCompleted, c.checksum, index+int64(len(batch))
+			cw.Replicas, cw.ReplicaTimeout = e.cfg.MinReplicas, e.cfg.ReplicaTimeout
 		}
 		if err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw); err != nil {
 			return err
