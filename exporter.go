@@ -739,7 +739,15 @@ func (e *Exporter) end(rn *run, cause error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
-	err := e.store.Write(ctx, rn.job.ID, rn.lease, ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)})
+	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)}
+	var err error
+	if errors.Is(cause, ErrClosed) {
+		// Shutting down: one attempt, so a store that is away does not hold
+		// Shutdown; the lease lapses instead.
+		err = e.store.Write(ctx, rn.job.ID, rn.lease, w)
+	} else {
+		err = e.write(ctx, rn, w)
+	}
 	if err != nil && !errors.Is(err, ErrLeaseLost) {
 		e.log.Warn("recording export failure failed; its lease will lapse", "job", rn.job.ID, "err", err)
 	}

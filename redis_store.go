@@ -458,7 +458,7 @@ func writeResult(id string, w ChunkWrite, res []any) error {
 	case "fenced":
 		return ErrLeaseLost
 	case "gap":
-		return fmt.Errorf("exporter: write %s: chunks before %d are missing", id, w.Index)
+		return fmt.Errorf("exporter: write %s: %w before chunk %d", id, errGap, w.Index)
 	default:
 		return fmt.Errorf("%w: write %s: reply %q", ErrCorrupt, id, code)
 	}

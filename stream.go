@@ -108,7 +108,7 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 	// A source slower than beginDelay to fill the first chunk sees its job
 	// move to running on its own; a quicker one has the begin fused into
 	// its first write.
-	begin := beginLater(rn, e.store)
+	begin := beginLater(e, rn)
 	for {
 		buf := e.bufs.get(size)
 		n, err := src.fill(buf)
@@ -143,7 +143,7 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 				if n > 0 {
 					cw.Chunks, cw.Count = [][]byte{c.data}, 1
 				}
-				err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw)
+				err := e.write(rn.ctx, rn, cw)
 				e.bufs.put(buf)
 				return total, err
 			}
@@ -180,10 +180,10 @@ type beginner struct {
 	err   error
 }
 
-func beginLater(rn *run, store Store) *beginner {
+func beginLater(e *Exporter, rn *run) *beginner {
 	b := &beginner{done: make(chan error, 1)}
 	b.t = time.AfterFunc(beginDelay, func() { // owned: wait collects it
-		b.done <- store.Write(rn.ctx, rn.job.ID, rn.lease, ChunkWrite{Begin: true})
+		b.done <- e.write(rn.ctx, rn, ChunkWrite{Begin: true})
 	})
 	return b
 }
@@ -286,7 +286,7 @@ func (w *chunkWriter) write() error {
 			cw.Final, cw.Checksum, cw.Count = StatusCompleted, c.checksum, index+int64(len(batch))
 			cw.Replicas, cw.ReplicaTimeout = e.cfg.MinReplicas, e.cfg.ReplicaTimeout
 		}
-		if err := e.store.Write(rn.ctx, rn.job.ID, rn.lease, cw); err != nil {
+		if err := e.write(rn.ctx, rn, cw); err != nil {
 			return err
 		}
 		begun, index, bytes = true, index+int64(len(batch)), cw.Bytes

@@ -1,0 +1,50 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Writes are safe to repeat (see Store.Write), so the Exporter repeats a
+// write that failed for a reason that may pass (a dropped connection, a
+// restarting server) for as long as the run's lease can survive it: a
+// short outage then delays an export instead of failing it.
+
+// errGap marks a write whose chunks do not follow the stored ones: a bug or
+// lost data, which repeating cannot fix.
+var errGap = errors.New("chunks missing")
+
+// transient reports whether err may pass if the write is repeated.
+func transient(err error) bool {
+	for _, final := range []error{ErrLeaseLost, ErrNotFound, ErrCorrupt, ErrNotReplicated, ErrInvalid,
+		errGap, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, final) {
+			return false
+		}
+	}
+	return err != nil
+}
+
+// write is store.Write for the run rn, repeated with backoff while it
+// fails transiently, for at most two thirds of the lease TTL (the lease was
+// renewed by the last write that succeeded).
+func (e *Exporter) write(ctx context.Context, rn *run, w ChunkWrite) error {
+	deadline := time.Now().Add(e.cfg.LeaseTTL * 2 / 3)
+	backoff := 20 * time.Millisecond
+	for {
+		err := e.store.Write(ctx, rn.job.ID, rn.lease, w)
+		if !transient(err) || !time.Now().Add(backoff).Before(deadline) {
+			return err
+		}
+		e.log.DebugContext(ctx, "export write failed; repeating it", "job", rn.job.ID, "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
