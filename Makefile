@@ -8,7 +8,7 @@
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help test example lint bench
+.PHONY: help test example lint bench fuzz-smoke fuzz soak
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -17,6 +17,30 @@ help: ## List the targets
 test: ## Run all tests with -race, on real Redis too (installs it if missing; what CI runs)
 	bash scripts/ensure-redis.sh
 	EXPORTER_REQUIRE_REDIS=1 go test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz-smoke
+	EXPORTER_REQUIRE_REDIS=1 go test -race -v -run '^TestSoak$$' -count=1 -timeout 5m . -soak 20s
+
+# go test fuzzes one target per invocation. The seeds (f.Add and
+# testdata/fuzz/<target>/) also run as plain tests in every go test.
+fuzz-smoke: ## Fuzz each target for 3s (part of make test)
+	go test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime 3s .
+	go test -run '^$$' -fuzz '^FuzzJobCodec$$' -fuzztime 3s .
+	go test -run '^$$' -fuzz '^FuzzChunkingCopy$$' -fuzztime 3s .
+	go test -run '^$$' -fuzz '^FuzzDownload$$' -fuzztime 3s .
+
+FUZZTIME ?= 60s
+fuzz: ## Fuzz each target for FUZZTIME (default 60s); failing inputs land in testdata/fuzz/
+	go test -run '^$$' -fuzz '^FuzzValidID$$' -fuzztime $(FUZZTIME) .
+	go test -run '^$$' -fuzz '^FuzzJobCodec$$' -fuzztime $(FUZZTIME) .
+	go test -run '^$$' -fuzz '^FuzzChunkingCopy$$' -fuzztime $(FUZZTIME) .
+	go test -run '^$$' -fuzz '^FuzzDownload$$' -fuzztime $(FUZZTIME) .
+
+# -v because go test shows a passing test's output only with it, and the
+# soak's figures are its point.
+SOAK ?= 2m
+soak: ## Run the load and soak test on real Redis for SOAK (default 2m) and print its figures
+	bash scripts/ensure-redis.sh
+	EXPORTER_REQUIRE_REDIS=1 go test -race -v -run '^TestSoak$$' -count=1 -timeout 10m . -soak $(SOAK)
 
 example: ## Run the example program (examples/basic)
 	go run ./examples/basic

@@ -80,15 +80,10 @@ func notify(ch chan *Job, job *Job) {
 // to poll) for the subscription to be in place. ok is false once the
 // Exporter has stopped listening (after Shutdown).
 func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan *Job, release func(), ok bool) {
-	e.mu.Lock()
-	if e.stopped {
-		e.mu.Unlock()
-		return nil, nil, false
+	ready, _ := e.startListening()
+	if ready == nil {
+		return nil, nil, false // stopped: the Exporter no longer listens
 	}
-	e.startBackground()
-	ready := e.listening
-	e.mu.Unlock()
-
 	wake = make(chan *Job, 1)
 	e.waitersMu.Lock()
 	if e.waiters[id] == nil {

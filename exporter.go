@@ -471,15 +471,16 @@ func (e *Exporter) abort(id string, cause error) {
 }
 
 // startListening starts the background goroutines if they are not running and
-// returns the channel closed once the listener is subscribed, and whether
-// this call started them.
+// returns the channel closed once the listener is subscribed (nil once
+// Shutdown stopped it), and whether this call started them.
 func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	started = !e.background && !e.stopped
-	if !e.stopped {
-		e.startBackground()
+	if e.stopped {
+		return nil, false
 	}
+	started = !e.background
+	e.startBackground()
 	return e.listening, started
 }
 
