@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 .PHONY: help test example lint bench fuzz-smoke fuzz soak
 
 help: ## List the targets
-	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 # EXPORTER_REQUIRE_REDIS=1 turns a missing redis-server into a failure, never a skip.
 test: ## Run all tests with -race, on real Redis too (installs it if missing; what CI runs)
