@@ -48,7 +48,7 @@ func (e *Exporter) listen(ready chan struct{}) {
 	e.waitersMu.Lock()
 	for _, chans := range e.waiters {
 		for ch := range chans {
-			notify(ch, nil)
+			notify(ch, Event{})
 		}
 	}
 	e.waitersMu.Unlock()
@@ -61,17 +61,28 @@ func (e *Exporter) dispatch(ev Event) {
 	}
 	e.waitersMu.Lock()
 	for ch := range e.waiters[ev.ID] {
-		notify(ch, ev.Job)
+		notify(ch, ev)
 	}
 	e.waitersMu.Unlock()
 }
 
-// notify wakes a waiter, with the ended job if the event carried it,
-// without blocking; one pending wake-up is enough.
-func notify(ch chan *Job, job *Job) {
-	select {
-	case ch <- job:
-	default:
+// notify hands a waiter the event without blocking. A waiter that has
+// not taken the previous one gets the newer instead: an end replaces
+// progress, and either tells it to look.
+func notify(ch chan Event, ev Event) {
+	for {
+		select {
+		case ch <- ev:
+			return
+		default:
+		}
+		select {
+		case old := <-ch:
+			if old.Status.Terminal() && !ev.Status.Terminal() {
+				ev = old // keep the end
+			}
+		default:
+		}
 	}
 }
 
@@ -79,15 +90,15 @@ func notify(ch chan *Job, job *Job) {
 // returns its wake-up channel and its release function, after waiting (up
 // to poll) for the subscription to be in place. ok is false once the
 // Exporter has stopped listening (after Shutdown).
-func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan *Job, release func(), ok bool) {
+func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan Event, release func(), ok bool) {
 	ready, _ := e.startListening()
 	if ready == nil {
 		return nil, nil, false // stopped: the Exporter no longer listens
 	}
-	wake = make(chan *Job, 1)
+	wake = make(chan Event, 1)
 	e.waitersMu.Lock()
 	if e.waiters[id] == nil {
-		e.waiters[id] = make(map[chan *Job]struct{})
+		e.waiters[id] = make(map[chan Event]struct{})
 	}
 	e.waiters[id][wake] = struct{}{}
 	e.waitersMu.Unlock()
@@ -153,9 +164,12 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 			return nil, ctx.Err()
 		case <-e.base.Done():
 			return e.waitSubscribed(ctx, id, poll)
-		case ended := <-wake:
-			if ended != nil {
-				return ended, nil // the event carried the job: no read needed
+		case ev := <-wake:
+			if ev.Job != nil {
+				return ev.Job, nil // the event carried the job: no read needed
+			}
+			if ev.ID != "" && !ev.Status.Terminal() {
+				continue // progress: not what a waiter waits for
 			}
 		case <-t.C:
 		}

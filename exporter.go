@@ -171,13 +171,13 @@ type Exporter struct {
 	background bool          // the lease keeper and event listener are started
 	listening  chan struct{} // closed once the listener is subscribed (nil before)
 	waitersMu  sync.Mutex
-	waiters    map[string]map[chan *Job]struct{} // WaitExport calls by job id
-	reserved   int                               // starts between the capacity check and the queue
-	running    int                               // worker goroutines
-	queue      []*run                            // pending runs, oldest first
-	runs       map[string]*run                   // pending and running, by id
-	perUser    map[string]int                    // pending and running, by owner
-	idle       chan struct{}                     // closed once closed and nothing is left to run
+	waiters    map[string]map[chan Event]struct{} // WaitExport calls by job id
+	reserved   int                                // starts between the capacity check and the queue
+	running    int                                // worker goroutines
+	queue      []*run                             // pending runs, oldest first
+	runs       map[string]*run                    // pending and running, by id
+	perUser    map[string]int                     // pending and running, by owner
+	idle       chan struct{}                      // closed once closed and nothing is left to run
 }
 
 // New returns an Exporter on store. It validates cfg (an error wrapping
@@ -204,7 +204,7 @@ func New(store Store, cfg Config) (*Exporter, error) {
 		base:    base,
 		stop:    stop,
 		runs:    make(map[string]*run),
-		waiters: make(map[string]map[chan *Job]struct{}),
+		waiters: make(map[string]map[chan Event]struct{}),
 		perUser: make(map[string]int),
 		idle:    make(chan struct{}),
 		bufs:    bufferPool{size: cfg.ChunkSize},

@@ -156,7 +156,10 @@ func FuzzJobCodec(f *testing.F) {
 				continue
 			}
 			require.True(t, validID(ev.ID), ev.ID)
-			require.True(t, ev.Status.Terminal(), ev.Status)
+			require.True(t, ev.Status.valid(), ev.Status)
+			if !ev.Status.Terminal() {
+				require.Nil(t, ev.Job, "a progress event carries no job")
+			}
 			if ev.Job != nil {
 				require.Equal(t, ev.ID, ev.Job.ID)
 				require.Equal(t, ev.Status, ev.Job.Status)

@@ -19,12 +19,13 @@ import (
 // servers (redis.NewFailoverClient) or a Redis Cluster. Create one with
 // NewRedisStore. It is safe for concurrent use.
 //
-// Each job lives in three keys that share the hash tag {id}, so every
-// script touches one Cluster slot:
+// Each job lives in keys that share the hash tag {id}, so every script
+// touches one Cluster slot:
 //
 //	<prefix>{<id>}:meta   hash: the job (see the field names in job.go)
 //	<prefix>{<id>}:data   list: the chunks, in order
 //	<prefix>{<id>}:lease  string: the running instance's token, with PX = lease TTL
+//	<prefix>{<id>}:watch  string: present (with a TTL) while WatchExport runs on the job
 //
 // Every state change is one Lua script that checks the status and the
 // lease token before it writes and sets the TTLs in the same step. A job
@@ -78,7 +79,7 @@ func (s *RedisStore) validate() error {
 // keys returns the job's keys in the order the scripts expect them.
 func (s *RedisStore) keys(id string) []string {
 	tag := s.prefix + "{" + id + "}:"
-	return []string{tag + "meta", tag + "data", tag + "lease"}
+	return []string{tag + "meta", tag + "data", tag + "lease", tag + "watch"}
 }
 
 // ownerKey is the sorted set of an owner's job ids, scored by creation
@@ -100,7 +101,8 @@ func (s *RedisStore) eventsChannel() string { return s.prefix + "events" }
 
 // luaCommon is prepended to every script.
 //
-// All scripts take KEYS[1] = meta, KEYS[2] = data, KEYS[3] = lease and
+// All scripts take KEYS[1] = meta, KEYS[2] = data, KEYS[3] = lease,
+// KEYS[4] = watch (exists while someone runs WatchExport on the job) and
 // ARGV[1] = the events channel. They keep redis.call to a minimum (each
 // costs about a microsecond): load() reads the fields they need in one
 // HMGET and the lease token, ending first a live job whose lease lapsed;
@@ -115,7 +117,7 @@ func (s *RedisStore) eventsChannel() string { return s.prefix + "events" }
 // the lease) fences every later chunk without the bytes passing through
 // Lua. Completion removes the header.
 const luaCommon = `
-local meta, data, lease, events = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local meta, data, lease, watch, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -273,6 +275,10 @@ elseif final == 'failed' then
 else
   hold(ARGV[3])
   redis.call('PEXPIRE', meta, j.retention)
+  -- Progress is announced only while someone watches the job.
+  if redis.call('EXISTS', watch) == 1 then
+    redis.call('PUBLISH', events, j.id .. ' running')
+  end
 end
 return {'ok'}
 `)
@@ -609,6 +615,11 @@ func fenced(code string, j *Job, err error) (*Job, error) {
 	return j, err
 }
 
+// Watch implements Store.
+func (s *RedisStore) Watch(ctx context.Context, id string, ttl time.Duration) error {
+	return s.client.Set(ctx, s.keys(id)[3], "1", ttl).Err()
+}
+
 // ReadChunks implements Store. The returned slices alias the reply's
 // strings without a copy; the Exporter only reads them.
 func (s *RedisStore) ReadChunks(ctx context.Context, id string, first, n int) ([][]byte, error) {
@@ -702,8 +713,11 @@ func parseEvent(payload string) (Event, bool) {
 	id, rest, _ := strings.Cut(payload, " ")
 	st, packed, _ := strings.Cut(rest, " ")
 	ev := Event{ID: id, Status: Status(st)}
-	if !validID(id) || !ev.Status.Terminal() {
+	if !validID(id) || !ev.Status.valid() {
 		return Event{}, false
+	}
+	if !ev.Status.Terminal() {
+		return ev, true // progress of a watched job: no job attached
 	}
 	h := make(map[string]string, 16)
 	var key string

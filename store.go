@@ -51,9 +51,14 @@ type Store interface {
 	// returns an error wrapping ErrNotFound if the job is gone.
 	ReadChunks(ctx context.Context, id string, first, n int) ([][]byte, error)
 
-	// Subscribe returns the stream of jobs reaching a terminal status,
-	// cancels included, on every instance.
+	// Subscribe returns the stream of events: jobs reaching a terminal
+	// status (cancels included) and the progress of watched jobs, on every
+	// instance.
 	Subscribe(ctx context.Context) (Subscription, error)
+
+	// Watch asks for progress events of job id (Event with a live status,
+	// after each store write) for ttl; a watcher renews it.
+	Watch(ctx context.Context, id string, ttl time.Duration) error
 
 	// List returns up to limit of owner's jobs, newest first, starting after
 	// cursor ("" for the newest), and the cursor of the next page ("" after
@@ -89,7 +94,8 @@ type ChunkWrite struct {
 	ReplicaTimeout time.Duration
 }
 
-// Event is a job reaching a terminal status.
+// Event is a job reaching a terminal status, or the progress of a watched
+// job (a live Status and no Job).
 type Event struct {
 	ID     string
 	Status Status
