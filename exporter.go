@@ -55,7 +55,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// MinReplicas is how many replicas must hold an export's bytes (Redis
 	// WAIT, on the master that took them) before it is recorded completed,
-	// and the completion before it is announced. If they do not within
+	// and the completion before it is announced (a known gap: if the
+	// replicas stall between those two steps, the completion is visible on
+	// the master, and announced, before they have it; see docs/failover.md).
+	// If they do not within
 	// ReplicaTimeout (each step is tried three times, also across a
 	// failover), the export fails with ErrNotReplicated and never read
 	// completed. 0 (the default) does not wait: replication is asynchronous,
