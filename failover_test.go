@@ -44,14 +44,27 @@ const (
 	failoverReplicaTimeout = 100 * time.Millisecond
 	failoverBusy           = 14       // exports writing a chunk every 30 ms through the kill
 	failoverIdle           = 6        // exports waiting on their source from before the freeze until after the failover
-	failoverLate           = 2        // exports started while the replicas are frozen
+	failoverLate           = 2        // exports started right before the kill
+	failoverFinishing      = 2        // exports whose last chunk arrives right before the kill
 	failoverBallast        = 16 << 20 // bytes written to the master while the replicas are frozen
 	// failoverUnsent is how many bytes of the replication stream must still
 	// be in the master's memory (CLIENT LIST omem) at the kill for the
 	// writes made during the freeze to be certainly lost: their own bytes
 	// are a few KiB, and omem overcounts by at most one 64 KiB block.
 	failoverUnsent = 1 << 20
+	// failoverWithin bounds the wait for a failover. One takes about 2.3 s
+	// here, but when the Sentinels split their votes they try again only
+	// after twice the failover-timeout (10 s), as Sentinel does.
+	failoverWithin = 45 * time.Second
 )
+
+// failoverCtx is the context of a failover test: longer than testCtx's,
+// since a failover may take a retried election.
+func failoverCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // failoverClient returns a failover client with the options the README
 // asks for (ContextTimeoutEnabled) and short timeouts, closed when the test
@@ -72,15 +85,17 @@ func failoverClient(t *testing.T, g *redistest.SentinelGroup) *redis.Client {
 
 // failoverExport is one export of the scenario and what became of it.
 type failoverExport struct {
-	kind string // settled, busy, idle, last, late: see failoverScenario
+	kind string // settled, busy, idle, finishing, late, last: see failoverScenario
 	id   string
 	data []byte
 	src  *faultSlowSource // nil for the ones read from a bytes.Reader
 
-	// What the Exporter that ran it reported through WaitExport, and when.
+	// What the Exporter that ran it reported through WaitExport, and when;
+	// done is closed then (for the exports with a waiter).
 	seen    *Job
 	seenErr error
 	seenAt  time.Time
+	done    chan struct{}
 
 	// What a fresh Exporter on a fresh failover client reads after the
 	// failover: a terminal job, or an error wrapping ErrNotFound.
@@ -127,8 +142,10 @@ type failoverRun struct {
 //   - idle: two chunks stored (and seen on every replica), then the source
 //     waits until the failover is over (and, with MinReplicas, a replica
 //     follows the new master);
-//   - late: slow exports started right before the kill (while the
-//     replicas are frozen, if stall);
+//   - finishing: three chunks stored (and seen on every replica), then the
+//     last one arrives right before the kill (while the replicas are
+//     frozen, if stall), and the export ends;
+//   - late: slow exports started right before the kill (ditto);
 //   - last: one small export started and waited for (WaitExport) right
 //     before the kill (ditto).
 func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failoverRun {
@@ -137,7 +154,7 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 	run := &failoverRun{g: g, stalled: stall, waitErrs: faultErrors{}}
 	const prefix = "failover:"
 	x := faultExporter(t, NewRedisStore(failoverClient(t, g)).WithPrefix(prefix), cfg)
-	ctx := testCtx(t)
+	ctx := failoverCtx(t)
 	master, err := g.Master()
 	require.NoError(t, err)
 	admin := faultClient(t, master.Addr) // the first master, directly
@@ -194,31 +211,41 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 			if ex.kind == "busy" && ex.seenErr == nil && ex.seen.Status == StatusCompleted {
 				completed.Add(1)
 			}
+			close(ex.done)
 		}()
 	}
 	start := func(kind string, data []byte, src *faultSlowSource) *failoverExport {
 		t.Helper()
 		job, err := x.StartExport(ctx, alice, src)
 		require.NoError(t, err)
-		ex := &failoverExport{kind: kind, id: job.ID, data: data, src: src}
+		ex := &failoverExport{kind: kind, id: job.ID, data: data, src: src, done: make(chan struct{})}
 		run.exports = append(run.exports, ex)
 		watch(ex)
 		return ex
 	}
 
-	hold := make(chan struct{})
-	released := false
+	hold, finish := make(chan struct{}), make(chan struct{})
+	var released, finished bool
 	defer func() {
 		if !released {
 			close(hold)
 		}
+		if !finished {
+			close(finish)
+		}
 	}()
-	var idle []*failoverExport
+	var idle, finishing []*failoverExport
 	for i := range failoverIdle {
 		data := randomBytes(6*faultChunk + i)
 		src := newFaultSlowSource(data, faultChunk, time.Millisecond, nil)
 		src.hold, src.holdAt = hold, 2*faultChunk
 		idle = append(idle, start("idle", data, src))
+	}
+	for i := range failoverFinishing {
+		data := randomBytes(3*faultChunk + 1 + i)
+		src := newFaultSlowSource(data, faultChunk, time.Millisecond, nil)
+		src.hold, src.holdAt = finish, 3*faultChunk
+		finishing = append(finishing, start("finishing", data, src))
 	}
 	for i := range failoverBusy {
 		data := randomBytes((6+8*i)*faultChunk + i)
@@ -227,6 +254,9 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 	for _, ex := range idle {
 		onReplicas(ex.id, func(j *Job) bool { return j.Status == StatusRunning && j.Bytes == 2*faultChunk })
 	}
+	for _, ex := range finishing {
+		onReplicas(ex.id, func(j *Job) bool { return j.Status == StatusRunning && j.Bytes == 3*faultChunk })
+	}
 	// A few busy exports completed: the next ones complete about the time
 	// of the kill, the rest are writing.
 	require.Eventually(t, func() bool { return completed.Load() >= 4 }, 15*time.Second, time.Millisecond)
@@ -234,6 +264,8 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 	if stall {
 		require.NoError(t, failoverStall(ctx, g, admin))
 	}
+	finished = true
+	close(finish)
 	for range failoverLate {
 		data := randomBytes(40 * faultChunk)
 		start("late", data, newFaultSlowSource(data, faultChunk, 30*time.Millisecond, nil))
@@ -254,6 +286,13 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 	last.seen, last.seenErr = x.WaitExport(lctx, alice, last.id)
 	last.seenAt = time.Now()
 	cancel()
+	for _, ex := range finishing {
+		select {
+		case <-ex.done:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("finishing export %s did not end before the kill", ex.id)
+		}
+	}
 	if stall {
 		run.unsent = failoverUnsentBytes(t, admin)
 	}
@@ -266,11 +305,12 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 			require.NoError(t, n.Thaw())
 		}
 	}
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	fctx, cancel := context.WithTimeout(ctx, failoverWithin)
 	defer cancel()
 	newMaster, err := g.WaitFailover(fctx)
 	require.NoError(t, err)
-	run.tookOver = time.Since(run.killAt)
+	tookOverAt := time.Now()
+	run.tookOver = tookOverAt.Sub(run.killAt)
 	// With MinReplicas, an export can complete only once a replica follows
 	// the new master: release the idle ones then.
 	if cfg.MinReplicas > 0 {
@@ -296,7 +336,14 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 			run.stuck++
 			t.Logf("%s export %s: the running Exporter saw no end by the deadline: %v", ex.kind, ex.id, ex.seenErr)
 		}
-		ex.final, ex.finalErr = faultWaitTerminal(x2, ex.id, time.Now().Add(5*time.Second))
+		// An end recorded only on the old master is lost: the export reads
+		// running on the new one until its lease (last renewed before the
+		// kill) lapses.
+		end := run.killAt.Add(cfg.LeaseTTL)
+		if end.Before(tookOverAt) {
+			end = tookOverAt
+		}
+		ex.final, ex.finalErr = faultWaitTerminal(x2, ex.id, end.Add(faultRetryWindow))
 		if ex.lost() {
 			continue
 		}
@@ -399,7 +446,7 @@ var failoverOmemRE = regexp.MustCompile(`\bomem=(\d+)`)
 // String summarises the run by kind: what the running Exporter reported,
 // and what the new master holds.
 func (r *failoverRun) String() string {
-	kinds := []string{"settled", "busy", "idle", "late", "last"}
+	kinds := []string{"settled", "busy", "idle", "finishing", "late", "last"}
 	var b strings.Builder
 	lag := "replicas in sync"
 	if r.stalled {
@@ -450,12 +497,12 @@ func (r *failoverRun) String() string {
 				after.add(ex.final)
 			}
 		}
-		fmt.Fprintf(&b, "\n  %-7s %2d: reported completed before the kill %d (still completed after: %d); otherwise reported %v",
+		fmt.Fprintf(&b, "\n  %-9s %2d: reported completed before the kill %d (still completed after: %d); otherwise reported %v",
 			kind, n, before, kept, failoverSorted(seen))
 		if last > 0 {
 			fmt.Fprintf(&b, " %v to %v after the kill", first.Round(time.Millisecond), last.Round(time.Millisecond))
 		}
-		fmt.Fprintf(&b, ";\n             after the failover: %v, %d not found", after, lost)
+		fmt.Fprintf(&b, ";\n               after the failover: %v, %d not found", after, lost)
 	}
 	return b.String()
 }
@@ -509,11 +556,21 @@ func TestFailover(t *testing.T) {
 					undone = append(undone, fmt.Sprintf("%s export reported completed %v before the kill, now %s",
 						ex.kind, run.killAt.Sub(ex.seenAt).Round(time.Millisecond), what))
 				}
-				if ex.kind == "last" && tt.stall && run.unsent >= failoverUnsent {
-					// Nothing waits for the frozen replica: the export was
-					// reported completed, and the failover lost it.
+				if !tt.stall || run.unsent < failoverUnsent {
+					continue
+				}
+				// Nothing waits for the frozen replica: these exports were
+				// reported completed, and the failover lost the completion.
+				switch ex.kind {
+				case "last": // and its creation: gone
 					require.NoError(t, ex.seenErr)
 					require.Equal(t, StatusCompleted, ex.seen.Status, ex.seen.Error)
+				case "finishing": // running on the new master until its lease lapsed
+					require.NoError(t, ex.seenErr)
+					require.Equal(t, StatusCompleted, ex.seen.Status, ex.seen.Error)
+					require.True(t, ex.seenAt.Before(run.killAt))
+					require.NotNil(t, ex.final)
+					require.ErrorIs(t, ex.final.Err(), ErrWorkerLost)
 				}
 			}
 			t.Logf("MinReplicas 0, 1 replica, LeaseTTL %v, %v", tt.lease, run)
@@ -541,13 +598,21 @@ func TestFailoverMinReplicas(t *testing.T) {
 						"%s export %s was reported completed before the kill: %s", ex.kind, ex.id, ex.final.Error)
 					kept++
 				}
-				if ex.kind == "last" && stall {
-					if ex.seenErr == nil {
-						require.NotEqual(t, StatusCompleted, ex.seen.Status, "an export no replica acknowledged was reported completed")
-						require.ErrorIs(t, ex.seen.Err(), ErrNotReplicated)
-					} else {
-						require.ErrorIs(t, ex.seenErr, context.DeadlineExceeded)
-					}
+				if !stall || (ex.kind != "last" && ex.kind != "finishing") {
+					continue
+				}
+				// No replica could acknowledge them: never reported completed.
+				if ex.seenErr == nil {
+					require.NotEqual(t, StatusCompleted, ex.seen.Status, "an export no replica acknowledged was reported completed")
+					require.ErrorIs(t, ex.seen.Err(), ErrNotReplicated)
+				} else {
+					require.ErrorIs(t, ex.seenErr, context.DeadlineExceeded)
+				}
+				if ex.kind == "finishing" && run.unsent >= failoverUnsent {
+					// Its failure was lost with the old master: it read
+					// running on the new one until its lease lapsed.
+					require.NotNil(t, ex.final)
+					require.ErrorIs(t, ex.final.Err(), ErrWorkerLost)
 				}
 			}
 			require.Positive(t, kept)
@@ -626,7 +691,8 @@ func failoverCompletes(cmds []redis.Cmder) bool {
 // anyway: its bytes are on the replicas"), but nothing completes the job
 // on the new master, which has it running with every byte; the job fails
 // with ErrWorkerLost once its lease lapses. This test fails until that is
-// fixed (see docs/failover.md).
+// fixed (see docs/failover.md), so it is skipped unless
+// EXPORTER_KNOWN_GAPS=1.
 func TestFailoverMinReplicasCompletionNotAcknowledged(t *testing.T) {
 	// A known gap, reproduced here and described in docs/failover.md: when
 	// the replicas acknowledge an export's bytes but not the completion
@@ -642,7 +708,7 @@ func TestFailoverMinReplicasCompletionNotAcknowledged(t *testing.T) {
 	const prefix = "failover-ack:"
 	cfg := Config{ChunkSize: faultChunk, LeaseTTL: 2 * time.Second,
 		MinReplicas: 1, ReplicaTimeout: failoverReplicaTimeout}
-	ctx := testCtx(t)
+	ctx := failoverCtx(t)
 	master, err := g.Master()
 	require.NoError(t, err)
 	admin := faultClient(t, master.Addr)
@@ -669,7 +735,7 @@ func TestFailoverMinReplicasCompletionNotAcknowledged(t *testing.T) {
 	for _, n := range g.Nodes[1:] {
 		require.NoError(t, n.Thaw())
 	}
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	fctx, cancel := context.WithTimeout(ctx, failoverWithin)
 	defer cancel()
 	newMaster, err := g.WaitFailover(fctx)
 	require.NoError(t, err)

@@ -189,7 +189,8 @@ func (g *SentinelGroup) KillMaster() (*Server, error) {
 // other than the one KillMaster killed last, and that node answers ROLE
 // as a master; it returns the new master. It fails when KillMaster was not
 // called, when ctx is done first (it gives up after a minute in any
-// case), and reports what the Sentinels said last.
+// case), and reports what the Sentinels said last and the tails of their
+// logs.
 func (g *SentinelGroup) WaitFailover(ctx context.Context) (*Server, error) {
 	g.mu.Lock()
 	former := g.former
@@ -206,7 +207,11 @@ func (g *SentinelGroup) WaitFailover(ctx context.Context) (*Server, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("redistest: no failover from %s: %w (last: %v)", former, ctx.Err(), err)
+			var logs strings.Builder
+			for _, s := range g.Sentinels {
+				logs.WriteString(s.logTail())
+			}
+			return nil, fmt.Errorf("redistest: no failover from %s: %w (last: %v)%s", former, ctx.Err(), err, logs.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -29,7 +29,8 @@ func TestSentinelGroup(t *testing.T) {
 		require.Equal(t, s.Addr, g.SentinelAddrs()[i])
 		require.FileExists(t, filepath.Join(s.Dir, "sentinel.conf"))
 	}
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // ctxT's 30 s is short for a retried election
+	defer cancel()
 
 	m, err := g.Master()
 	require.NoError(t, err)
@@ -59,8 +60,10 @@ func TestSentinelGroup(t *testing.T) {
 	require.Same(t, m, killed)
 	requireGone(t, pid)
 	start := time.Now()
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
+	// About 2.3 s, unless the Sentinels split their votes: they try again
+	// after twice the failover-timeout (10 s).
+	fctx, cancelF := context.WithTimeout(ctx, 45*time.Second)
+	defer cancelF()
 	next, err := g.WaitFailover(fctx)
 	require.NoError(t, err)
 	require.NotSame(t, m, next)
