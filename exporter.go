@@ -53,19 +53,18 @@ type Config struct {
 	// lapses reads as failed with ErrWorkerLost. 0 means 15 seconds; at
 	// least 100 ms.
 	LeaseTTL time.Duration
-	// MinReplicas is how many replicas must hold an export's bytes (Redis
-	// WAIT, on the master that took them) before it is recorded completed,
-	// and the completion before it is announced (a known gap: if the
-	// replicas stall between those two steps, the completion is visible on
-	// the master, and announced, before they have it; see docs/failover.md).
-	// If they do not within
-	// ReplicaTimeout (each step is tried three times, also across a
-	// failover), the export fails with ErrNotReplicated and never read
-	// completed. 0 (the default) does not wait: replication is asynchronous,
-	// so a failover right after a completion can lose it; the export then
-	// reads running on the new master and fails with ErrWorkerLost. Either
-	// way an export never reads completed without its bytes: replicas apply
-	// writes in order.
+	// MinReplicas is how many replicas must hold an export's bytes and its
+	// seal (its checksum and chunk count) before it is recorded completed
+	// (Redis WAIT, on the master that took them). A server that has the
+	// seal completes the export itself if the completion was lost, so a
+	// failover cannot take back an export reported completed. If the
+	// replicas do not acknowledge within ReplicaTimeout (tried three times,
+	// also across a failover), the export fails with ErrNotReplicated and
+	// never read completed. 0 (the default) does not wait: replication is
+	// asynchronous, so a failover right after a completion can lose it (the
+	// export then fails with ErrWorkerLost, or is gone if its creation was
+	// lost too). Either way an export never reads completed without its
+	// bytes: replicas apply writes in order. See docs/failover.md.
 	MinReplicas int
 	// ReplicaTimeout bounds each WAIT for MinReplicas. 0 means 1 second.
 	// Keep it below the client's ReadTimeout.

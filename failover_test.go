@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -659,16 +658,14 @@ func (h *failoverStallBeforeCompletion) ProcessPipelineHook(next redis.ProcessPi
 }
 
 // failoverCompletes reports whether cmds are the completing step of a
-// replicated write: a script call whose final status is "completed", with
-// a WAIT, and no chunks.
+// replicated write: a script call whose final status is "completed", and
+// no chunks (the chunks and the seal went before, acknowledged).
 func failoverCompletes(cmds []redis.Cmder) bool {
-	var completes, waits bool
+	var completes bool
 	for _, c := range cmds {
 		switch strings.ToLower(c.Name()) {
 		case "rpushx":
 			return false
-		case "wait":
-			waits = true
 		case "evalsha", "eval":
 			for _, a := range c.Args() {
 				if a == string(StatusCompleted) {
@@ -677,32 +674,16 @@ func failoverCompletes(cmds []redis.Cmder) bool {
 			}
 		}
 	}
-	return completes && waits
+	return completes
 }
 
 // TestFailoverMinReplicasCompletionNotAcknowledged: with MinReplicas 1,
-// the replicas acknowledge an export's bytes, then stall before they
-// receive its completion, and the master dies. WaitExport reported the
-// export completed before the kill, so the promise of MinReplicas is that
-// it is still completed, with its bytes, on the new master.
-//
-// It is not: RedisStore.writeReplicated announces the completion although
-// no replica acknowledged it ("the completion stands and is announced
-// anyway: its bytes are on the replicas"), but nothing completes the job
-// on the new master, which has it running with every byte; the job fails
-// with ErrWorkerLost once its lease lapses. This test fails until that is
-// fixed (see docs/failover.md), so it is skipped unless
-// EXPORTER_KNOWN_GAPS=1.
+// the replicas acknowledge an export's bytes and seal, then stall before
+// they receive its completion, and the master dies. WaitExport reported
+// the export completed before the kill, so the promise of MinReplicas is
+// that it is still completed, with its bytes, on the new master: the new
+// master has the seal and completes the job when its lease lapses.
 func TestFailoverMinReplicasCompletionNotAcknowledged(t *testing.T) {
-	// A known gap, reproduced here and described in docs/failover.md: when
-	// the replicas acknowledge an export's bytes but not the completion
-	// written after them, the completion is visible on the master (and
-	// announced) before any replica has it. Closing it needs the completion
-	// hidden until acknowledged (issue 4 stays open for it); this skip goes
-	// with the fix.
-	if os.Getenv("EXPORTER_KNOWN_GAPS") != "1" {
-		t.Skip("known gap: an unacknowledged completion is visible before replicas have it (docs/failover.md); EXPORTER_KNOWN_GAPS=1 runs it")
-	}
 	faultNoLeaks(t)
 	g := redistest.StartSentinelGroupT(t, 1, 3)
 	const prefix = "failover-ack:"

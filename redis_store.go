@@ -145,14 +145,12 @@ local function event(j, st, set)
   for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
   return j.id .. ' ' .. st .. ' ' .. table.concat(h)
 end
--- finish() ends the job and returns its event; it publishes the event
--- unless hold is set (the caller publishes it once replicas confirmed the
--- end). It publishes before any write: Redis does not undo a script's
--- writes when a later call fails (say, PUBLISH refused by an ACL), and an
--- end must not be recorded by a call that reports an error.
-local function finish(j, st, field, value, t, hold)
-  local ev = event(j, st, {status = st, [field] = value, finished = t, updated = t})
-  if not hold then redis.call('PUBLISH', events, ev) end
+-- finish() ends the job and announces it. It publishes before any write:
+-- Redis does not undo a script's writes when a later call fails (say,
+-- PUBLISH refused by an ACL), and an end must not be recorded by a call
+-- that reports an error.
+local function finish(j, st, field, value, t)
+  redis.call('PUBLISH', events, event(j, st, {status = st, [field] = value, finished = t, updated = t}))
   redis.call('HSET', meta, 'status', st, field, value, 'finished', t, 'updated', t)
   if st == 'completed' then
     redis.call('PEXPIRE', data, j.retention)
@@ -163,16 +161,24 @@ local function finish(j, st, field, value, t, hold)
   redis.call('PEXPIRE', meta, j.retention)
   j.status = st
   j[field] = value
-  return ev
 end
 local function load()
-  local f = redis.call('HMGET', meta, 'status', 'retention', 'id', 'owner', 'bytes', 'checksum', 'error', 'chunks')
+  local f = redis.call('HMGET', meta, 'status', 'retention', 'id', 'owner', 'bytes', 'checksum', 'error', 'chunks',
+    'seal', 'sealcount')
   if not f[1] then return nil end
   local j = {status = f[1], retention = f[2], id = f[3], owner = f[4], bytes = f[5], checksum = f[6], error = f[7],
     chunks = tonumber(f[8]) or 0}
   j.token = redis.call('GET', lease)
   if live(j.status) and not j.token then
-    finish(j, 'failed', 'error', '` + "exporter: worker lost" + `', fmt(now()))
+    -- A sealed job (all its chunks stored and acknowledged by replicas,
+    -- with its checksum: see MinReplicas) completes; any other fails.
+    if f[9] and j.chunks == tonumber(f[10]) and redis.call('EXISTS', data) == 1 then
+      redis.call('LTRIM', data, 0, j.chunks) -- the header and the chunks
+      redis.call('LPOP', data)
+      finish(j, 'completed', 'checksum', f[9], fmt(now()))
+    else
+      finish(j, 'failed', 'error', '` + "exporter: worker lost" + `', fmt(now()))
+    end
   end
   return j
 end
@@ -214,9 +220,9 @@ return reply('ok')
 // of the write's first chunk, ARGV[6] its number of chunks, ARGV[7] Bytes
 // after them, ARGV[8] final status ("", "completed", "failed"), ARGV[9]
 // checksum or error text, ARGV[10] number of chunks a completed job holds,
-// ARGV[11] "1" to hold the end event and return it instead of publishing.
-// Returns {"ok"} (with a held event: {"ok", event}), {"fenced"}, {"gap"}
-// (chunks missing) or {"missing"}.
+// ARGV[11] "seal" (with ARGV[8] "") to record ARGV[9] and ARGV[10] as what
+// completes the job once all its chunks are stored, else "0".
+// Returns {"ok"}, {"fenced"}, {"gap"} (chunks missing) or {"missing"}.
 var scriptWrite = redis.NewScript(luaCommon + `
 local j = load()
 if not j then return {'missing'} end
@@ -238,7 +244,7 @@ if not ok or j.token ~= ARGV[2] then
   if n > 0 then keep(c) end
   if final ~= '' and st == final then
     local field = (final == 'completed') and 'checksum' or 'error'
-    if j[field] == ARGV[9] then return {'ok', event(j, st, {})} end
+    if j[field] == ARGV[9] then return {'ok'} end
   end
   return {'fenced'}
 end
@@ -268,13 +274,20 @@ redis.call('HSET', meta, unpack(set))
 if final == 'completed' then
   if c ~= tonumber(ARGV[10]) then return {'gap'} end
   redis.call('LPOP', data)
-  local ev = finish(j, 'completed', 'checksum', ARGV[9], t, ARGV[11] == '1')
-  if ARGV[11] == '1' then return {'ok', ev} end
+  finish(j, 'completed', 'checksum', ARGV[9], t)
 elseif final == 'failed' then
   finish(j, 'failed', 'error', ARGV[9], t)
 else
   hold(ARGV[3])
   redis.call('PEXPIRE', meta, j.retention)
+  if ARGV[11] == 'seal' then
+    -- Every chunk is stored: record what completes the job, so that any
+    -- server with these writes can complete it, and keep the data for the
+    -- retention, past the lease.
+    if c ~= tonumber(ARGV[10]) then return {'gap'} end
+    redis.call('HSET', meta, 'seal', ARGV[9], 'sealcount', ARGV[10])
+    redis.call('PEXPIRE', data, j.retention)
+  end
   -- Progress is announced only while someone watches the job.
   if redis.call('EXISTS', watch) == 1 then
     redis.call('PUBLISH', events, j.id .. ' running')
@@ -429,12 +442,8 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 		begin = "1"
 	}
 	keys := s.keys(id)
-	hold := "0"
-	if w.Final == StatusCompleted && w.Replicas > 0 {
-		hold = "1"
-	}
 	argv := []any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), begin, w.Index, len(w.Chunks),
-		w.Bytes, string(w.Final), text, w.Count, hold}
+		w.Bytes, string(w.Final), text, w.Count, "0"}
 	push := func(pipe redis.Pipeliner) {
 		if len(w.Chunks) > 0 {
 			chunks := make([]any, len(w.Chunks))
@@ -444,7 +453,7 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 			pipe.RPushX(ctx, keys[1], chunks...)
 		}
 	}
-	if hold == "1" {
+	if w.Final == StatusCompleted && w.Replicas > 0 {
 		return s.writeReplicated(ctx, id, keys, argv, push, w)
 	}
 	res, err := s.pipelined(ctx, scriptWrite, keys, argv, push)
@@ -471,37 +480,33 @@ func writeResult(id string, w ChunkWrite, res []any) error {
 }
 
 // writeReplicated is the completing write of a Store.Write with Replicas,
-// in two steps, each followed by WAIT on the same connection (WAIT waits
-// for every write the server took up to that connection's last one;
-// replicas apply writes in order):
+// in two steps:
 //
-//  1. the last chunks, with the job still running, until Replicas replicas
-//     have them and every chunk before: else ErrNotReplicated, and the job
-//     has never read completed;
-//  2. the completion, then the end event, once replicas have it too (if they
-//     do not, the completion stands and is announced anyway: its bytes are
-//     on the replicas).
+//  1. the last chunks, with the job still running, and its seal (checksum
+//     and chunk count), then WAIT on the same connection (WAIT waits for
+//     every write the server took up to that connection's last one;
+//     replicas apply writes in order) until Replicas replicas have it:
+//     else ErrNotReplicated, and the job has never read completed;
+//  2. the completion, announced by its script. It needs no WAIT: a server
+//     that lost it still has the seal, and completes the job when its
+//     lease lapses (or when this write is repeated there).
 //
-// Each step is tried three times; repeating one is harmless, also on a new
-// master after a failover (a write it still has is recognised, one it lost
-// is made again, and chunks it lost fail the write with a gap).
+// The first step is tried three times; repeating it is harmless, also on a
+// new master after a failover (a write it still has is recognised, one it
+// lost is made again, and chunks it lost fail the write with a gap).
 func (s *RedisStore) writeReplicated(ctx context.Context, id string, keys []string, argv []any, push func(redis.Pipeliner), w ChunkWrite) error {
-	data := slices.Clone(argv)
-	data[7], data[8], data[9], data[10] = "", "", 0, "0" // no final status yet
-	done := slices.Clone(argv)
-	done[4], done[5] = w.Index+int64(len(w.Chunks)), 0 // no chunks left
-	if _, err := s.replicated(ctx, id, keys, data, push, w); err != nil {
+	sealed := slices.Clone(argv)
+	sealed[7], sealed[10] = "", "seal" // no final status yet; text and count stay
+	if _, err := s.replicated(ctx, id, keys, sealed, push, w); err != nil {
 		return err
 	}
-	res, err := s.replicated(ctx, id, keys, done, func(redis.Pipeliner) {}, w)
-	if errors.Is(err, ErrNotReplicated) && len(res) == 2 {
-		err = nil
+	done := slices.Clone(argv)
+	done[4], done[5] = w.Index+int64(len(w.Chunks)), 0 // no chunks left
+	res, err := s.pipelined(ctx, scriptWrite, keys, done, func(redis.Pipeliner) {})
+	if err != nil {
+		return err
 	}
-	if err == nil && len(res) == 2 {
-		ev, _ := res[1].(string)
-		s.client.Publish(ctx, s.eventsChannel(), ev) // best effort: waiters re-read
-	}
-	return err
+	return writeResult(id, w, res)
 }
 
 // replicated runs one step of writeReplicated: scriptWrite with argv after
