@@ -55,9 +55,11 @@
 //
 // # Keys and guarantees
 //
-// RedisStore documents the key layout: three keys per job under one hash
-// tag, <prefix>{<id>}:meta, :data and :lease, plus the pub/sub channels
-// used to announce ends and cancels. Every state change is a single Lua
+// RedisStore documents the key layout: the keys of a job share one hash
+// tag, <prefix>{<id>}:meta, :data, :lease (and :watch while someone runs
+// WatchExport), each owner's exports are indexed for ListExports, and one
+// pub/sub channel, <prefix>events, announces ends (cancels included) and
+// the progress of watched exports. Every state change is a single Lua
 // script that checks the job's status and the running instance's lease
 // token before writing, and sets the keys' TTLs in the same step, so a
 // cancel cannot be overwritten by a late chunk, a finished job cannot be
