@@ -79,14 +79,7 @@ func faultClient(t *testing.T, addr string) *redis.Client {
 // (before the clients registered earlier are closed).
 func faultExporter(t *testing.T, store Store, cfg Config) *Exporter {
 	t.Helper()
-	x, err := New(store, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		x.Shutdown(ctx)
-	})
-	return x
+	return newExporterT(t, store, cfg)
 }
 
 var errFaultSourceClosed = errors.New("source closed")

@@ -125,6 +125,12 @@ func (e *env) secondExporter(t *testing.T, cfg Config) *Exporter {
 
 func (e *env) exporterOn(t *testing.T, store Store, cfg Config) *Exporter {
 	t.Helper()
+	return newExporterT(t, store, cfg)
+}
+
+// newExporterT returns an Exporter on store, shut down when the test ends.
+func newExporterT(t *testing.T, store Store, cfg Config) *Exporter {
+	t.Helper()
 	x, err := New(store, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
