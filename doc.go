@@ -102,4 +102,16 @@
 // ErrWorkerLost when its lease lapses, and a Download that finds chunks
 // missing or bytes that do not match Job.Checksum returns an error wrapping
 // ErrCorrupt.
+//
+// # Logs and metrics
+//
+// Config.Logger receives log/slog records; those about an export carry its
+// id and owner as the attributes "job" and "owner". Config.MeterProvider
+// receives OpenTelemetry metrics under the scope MeterName: the counters
+// exporter.exports.started, exporter.exports.ended (attribute status:
+// completed, failed or cancelled) and exporter.bytes.stored, the histogram
+// exporter.export.duration (seconds, by status) and the gauges
+// exporter.exports.pending and exporter.exports.running. Each instance
+// reports the exports it accepted and ran; an export counts once, where
+// it ran, however it ended.
 package exporter

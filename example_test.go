@@ -14,6 +14,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/exporterkit/exporter"
 )
@@ -340,4 +342,57 @@ func ExampleExporter_WaitExport() {
 	// Output:
 	// completed 6 sha256:5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
 	// failed database connection lost
+}
+
+// An Exporter reports its work through OpenTelemetry: here to the SDK's
+// in-memory reader; a service passes the MeterProvider that feeds its
+// dashboards.
+func ExampleConfig_meterProvider() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{MeterProvider: provider})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	job, err := exp.StartExport(ctx, alice, strings.NewReader("id,name\n1,Ada\n"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := exp.WaitExport(ctx, alice, job.ID); err != nil {
+		log.Fatal(err)
+	}
+	if err := exp.Shutdown(ctx); err != nil { // the run has surely ended
+		log.Fatal(err)
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		log.Fatal(err)
+	}
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
+			for _, p := range sum.DataPoints {
+				name := m.Name
+				if status, ok := p.Attributes.Value("status"); ok {
+					name += "{status=" + status.Emit() + "}"
+				}
+				fmt.Println(name, p.Value)
+			}
+		}
+	}
+	// Unordered output:
+	// exporter.exports.started 1
+	// exporter.exports.ended{status=completed} 1
+	// exporter.bytes.stored 14
 }

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Config configures an Exporter. The zero Config is valid: every field
@@ -70,7 +71,12 @@ type Config struct {
 	// Keep it below the client's ReadTimeout.
 	ReplicaTimeout time.Duration
 	// Logger receives the Exporter's log records. nil discards them.
+	// Records about one export carry its id and owner as the attributes
+	// "job" and "owner".
 	Logger *slog.Logger
+	// MeterProvider receives the Exporter's metrics (see MeterName and
+	// the package documentation for the instruments). nil reports none.
+	MeterProvider metric.MeterProvider
 }
 
 // Defaults and bounds of Config.
@@ -159,6 +165,7 @@ type Exporter struct {
 	store Store
 	cfg   Config
 	log   *slog.Logger
+	ins   *instruments
 
 	// base is the context every export and background goroutine runs
 	// under; stop cancels it with ErrClosed when Shutdown gives up waiting.
@@ -199,7 +206,7 @@ func New(store Store, cfg Config) (*Exporter, error) {
 		return nil, err
 	}
 	base, stop := context.WithCancelCause(context.Background())
-	return &Exporter{
+	e := &Exporter{
 		store:   store,
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -210,12 +217,22 @@ func New(store Store, cfg Config) (*Exporter, error) {
 		perUser: make(map[string]int),
 		idle:    make(chan struct{}),
 		bufs:    bufferPool{size: cfg.ChunkSize},
-	}, nil
+	}
+	ins, err := newInstruments(cfg.MeterProvider, e)
+	if err != nil {
+		stop(nil)
+		return nil, fmt.Errorf("exporter: metrics: %w", err)
+	}
+	e.ins = ins
+	return e, nil
 }
 
 // run is one export held by this Exporter, pending or running.
 type run struct {
-	job    *Job // as created; ChunkSize and ID are what the copy needs
+	job    *Job         // as created; ChunkSize and ID are what the copy needs
+	log    *slog.Logger // the Exporter's, with the job's id and owner
+	start  time.Time    // when StartExport was called
+	final  Status       // how it ended, once known (under e.mu); "" means failed or cancelled, by ctx's cause
 	lease  Lease
 	r      io.Reader
 	ctx    context.Context // cancelled with the reason the run must stop
@@ -226,24 +243,24 @@ type run struct {
 
 // closeReader closes the source, if it is an io.Closer, exactly once. A
 // panicking Close is contained.
-func (rn *run) closeReader(log *slog.Logger) {
+func (rn *run) closeReader() {
 	rn.closeOnce.Do(func() {
-		closeSource(rn.r, log, rn.job.ID)
+		closeSource(rn.r, rn.log)
 	})
 }
 
-func closeSource(r io.Reader, log *slog.Logger, id string) {
+func closeSource(r io.Reader, log *slog.Logger) {
 	c, ok := r.(io.Closer)
 	if !ok {
 		return
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error("export source Close panicked", "job", id, "panic", p)
+			log.Error("export source Close panicked", "panic", p)
 		}
 	}()
 	if err := c.Close(); err != nil {
-		log.Debug("export source Close failed", "job", id, "err", err)
+		log.Debug("export source Close failed", "err", err)
 	}
 }
 
@@ -266,7 +283,7 @@ func (e *Exporter) StartExport(ctx context.Context, user User, r io.Reader, opts
 	job, err := e.startExport(ctx, user, r, opts)
 	if err != nil {
 		if r != nil {
-			closeSource(r, e.log, "")
+			closeSource(r, e.log.With("owner", user.ID))
 		}
 		return nil, fmt.Errorf("exporter: start: %w", err)
 	}
@@ -289,6 +306,7 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if err := o.validate(e.cfg.MaxBytes); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	if err := e.require(ctx, user, e.cfg.Permission); err != nil {
 		return nil, err
 	}
@@ -303,6 +321,8 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	rn := &run{
 		job: &Job{ID: id, Owner: user.ID, Status: StatusPending, Total: o.total,
 			Metadata: o.metadata, ChunkSize: e.cfg.ChunkSize},
+		log:   e.log.With("job", id, "owner", user.ID),
+		start: start,
 		lease: Lease{Token: newToken(), TTL: e.cfg.LeaseTTL},
 		r:     r,
 	}
@@ -319,6 +339,7 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if err := e.enqueue(rn); err != nil {
 		return nil, err
 	}
+	e.ins.started.Add(ctx, 1)
 	if first {
 		t := time.NewTimer(e.pollInterval())
 		select {
@@ -328,7 +349,7 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 		}
 		t.Stop()
 	}
-	e.log.DebugContext(ctx, "export started", "job", id, "owner", user.ID)
+	rn.log.InfoContext(ctx, "export started", "total", o.total)
 	return job.clone(), nil
 }
 
@@ -440,13 +461,21 @@ func (e *Exporter) next(done *run) *run {
 	return rn
 }
 
-// forget drops rn from the held runs. e.mu is held.
+// forget drops rn from the held runs and counts its end. e.mu is held.
 func (e *Exporter) forget(rn *run) {
 	if e.runs[rn.job.ID] != rn {
 		return
 	}
 	delete(e.runs, rn.job.ID)
 	e.release(rn.job.Owner)
+	final := rn.final
+	if final == "" {
+		final = StatusFailed
+		if errors.Is(context.Cause(rn.ctx), ErrCancelled) {
+			final = StatusCancelled
+		}
+	}
+	e.ins.recordEnd(rn.ctx, final, rn.start)
 }
 
 // abort stops the run of id, if this Exporter holds it, for cause. A
@@ -459,6 +488,7 @@ func (e *Exporter) abort(id string, cause error) {
 		e.mu.Unlock()
 		return
 	}
+	rn.cancel(cause) // before forget, which counts the end by its cause
 	queued := false
 	if i := slices.Index(e.queue, rn); i >= 0 {
 		e.queue = slices.Delete(e.queue, i, i+1)
@@ -466,9 +496,8 @@ func (e *Exporter) abort(id string, cause error) {
 		queued = true
 	}
 	e.mu.Unlock()
-	rn.cancel(cause)
 	if queued {
-		rn.closeReader(e.log)
+		rn.closeReader()
 	}
 }
 
@@ -530,13 +559,14 @@ func (e *Exporter) keepLeases() {
 			switch {
 			case err == nil:
 			case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound):
-				e.log.Info("export lease lost", "job", rn.job.ID, "owner", rn.job.Owner)
-				e.abort(rn.job.ID, ErrLeaseLost)
+				cause := e.lostCause(rn)
+				rn.log.Info("export lease lost", "cause", cause)
+				e.abort(rn.job.ID, cause)
 			case e.base.Err() != nil:
 				return
 			default:
 				failed = true
-				e.log.Warn("export lease renewal failed", "job", rn.job.ID, "err", err)
+				rn.log.Warn("export lease renewal failed", "err", err)
 			}
 		}
 		if failed {
@@ -547,6 +577,19 @@ func (e *Exporter) keepLeases() {
 			retry = minRenewRetry
 		}
 	}
+}
+
+// lostCause tells why the lease of rn is gone: ErrCancelled if the job
+// reads cancelled (a cancel whose event did not reach this instance), else
+// ErrLeaseLost. It costs a read, on this rare path only, so that metrics
+// and logs count a cancel as one.
+func (e *Exporter) lostCause(rn *run) error {
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL/3)
+	defer cancel()
+	if job, err := e.store.Get(ctx, rn.job.ID, rn.job.Owner); err == nil && job.Status == StatusCancelled {
+		return ErrCancelled
+	}
+	return ErrLeaseLost
 }
 
 // minRenewRetry is the first delay before a failed renewal is tried again.
@@ -696,7 +739,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 			e.wg.Add(1)
 			go func() { // a Close that blocks must not hold Shutdown
 				defer e.wg.Done()
-				rn.closeReader(e.log)
+				rn.closeReader()
 			}()
 		}
 	}
@@ -704,6 +747,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.stopped = true
 	e.mu.Unlock()
 	e.stop(ErrClosed)
+	defer e.unregisterGauges()
 	if err == nil {
 		e.wg.Wait()
 		e.log.Info("exporter shut down")
@@ -740,6 +784,7 @@ func (e *Exporter) end(rn *run, cause error) {
 	if errors.Is(cause, ErrCancelled) || errors.Is(cause, ErrLeaseLost) {
 		return
 	}
+	e.settle(rn, StatusFailed)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
 	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)}
@@ -752,9 +797,19 @@ func (e *Exporter) end(rn *run, cause error) {
 		err = e.write(ctx, rn, w)
 	}
 	if err != nil && !errors.Is(err, ErrLeaseLost) {
-		e.log.Warn("recording export failure failed; its lease will lapse", "job", rn.job.ID, "err", err)
+		rn.log.Warn("recording export failure failed; its lease will lapse", "err", err)
 	}
-	e.log.Info("export failed", "job", rn.job.ID, "owner", rn.job.Owner, "err", cause)
+	rn.log.Info("export failed", "err", cause)
+}
+
+// settle records how rn ended, for its count in forget. The first
+// status settled wins.
+func (e *Exporter) settle(rn *run, s Status) {
+	e.mu.Lock()
+	if rn.final == "" {
+		rn.final = s
+	}
+	e.mu.Unlock()
 }
 
 // newToken returns a random lease token.

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -307,4 +309,50 @@ func waitStatus(t *testing.T, x *Exporter, user User, id string, want Status) *J
 		return job.Status == want
 	}, 10*time.Second, 5*time.Millisecond, "job never reached %s", want)
 	return job
+}
+
+// recordingHandler is a slog.Handler that keeps every record: its
+// message, its attributes (those added by With too) and the value of
+// ctxKey in its context.
+type recordingHandler struct {
+	attrs []slog.Attr
+	log   *recordLog
+}
+
+type recordLog struct {
+	mu      sync.Mutex
+	records []logRecord
+}
+
+type logRecord struct {
+	msg      string
+	attrs    map[string]string
+	ctxValue any
+}
+
+func newRecordingHandler() *recordingHandler { return &recordingHandler{log: &recordLog{}} }
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *recordingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recordingHandler{attrs: append(slices.Clip(h.attrs), as...), log: h.log}
+}
+
+func (h *recordingHandler) Handle(ctx context.Context, r slog.Record) error {
+	rec := logRecord{msg: r.Message, attrs: map[string]string{}, ctxValue: ctx.Value(ctxKey{})}
+	for _, a := range h.attrs {
+		rec.attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool { rec.attrs[a.Key] = a.Value.String(); return true })
+	h.log.mu.Lock()
+	h.log.records = append(h.log.records, rec)
+	h.log.mu.Unlock()
+	return nil
+}
+
+// snapshot returns the records handled so far.
+func (h *recordingHandler) snapshot() []logRecord {
+	h.log.mu.Lock()
+	defer h.log.mu.Unlock()
+	return slices.Clone(h.log.records)
 }

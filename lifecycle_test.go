@@ -18,28 +18,12 @@ import (
 
 type ctxKey struct{}
 
-// recordingHandler keeps the ctx value of every record it handles.
-type recordingHandler struct {
-	mu   sync.Mutex
-	seen map[string]any // message -> ctxKey value
-}
-
-func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *recordingHandler) WithGroup(string) slog.Handler            { return h }
-func (h *recordingHandler) Handle(ctx context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.seen[r.Message] = ctx.Value(ctxKey{})
-	return nil
-}
-
 // TestStartOutlivesCallerContext: the copy does not stop when the caller's
 // ctx ends (a finished HTTP request), but it keeps the ctx's values, which
 // the Logger's handler sees.
 func TestStartOutlivesCallerContext(t *testing.T) {
 	e := newEnv(t, "miniredis")
-	h := &recordingHandler{seen: map[string]any{}}
+	h := newRecordingHandler()
 	x := e.exporter(t, Config{ChunkSize: testChunk, Logger: slog.New(h)})
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "trace-42"))
 	src := newFeedSource(randomBytes(testChunk))
@@ -50,9 +34,13 @@ func TestStartOutlivesCallerContext(t *testing.T) {
 	src.end(nil)
 	waitFor(t, x, alice, job.ID, StatusCompleted)
 	require.NoError(t, x.Shutdown(testCtx(t)))
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	require.Equal(t, "trace-42", h.seen["export completed"])
+	var seen []any
+	for _, r := range h.snapshot() {
+		if r.msg == "export completed" {
+			seen = append(seen, r.ctxValue)
+		}
+	}
+	require.Equal(t, []any{"trace-42"}, seen)
 }
 
 // countingHook counts the commands a client sends.

@@ -34,10 +34,14 @@ func (e *Exporter) write(ctx context.Context, rn *run, w ChunkWrite) error {
 	backoff := 20 * time.Millisecond
 	for {
 		err := e.store.Write(ctx, rn.job.ID, rn.lease, w)
+		if err == nil {
+			e.countStored(ctx, w.Chunks)
+			return nil
+		}
 		if !transient(err) || !time.Now().Add(backoff).Before(deadline) {
 			return err
 		}
-		e.log.DebugContext(ctx, "export write failed; repeating it", "job", rn.job.ID, "err", err, "backoff", backoff)
+		rn.log.DebugContext(ctx, "export write failed; repeating it", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

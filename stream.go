@@ -61,7 +61,7 @@ func (p *bufferPool) put(b []byte) {
 // unblocks a Read that waits on a closed source.
 func (e *Exporter) execute(rn *run) {
 	closed := make(chan struct{})
-	context.AfterFunc(rn.ctx, func() { rn.closeReader(e.log); close(closed) })
+	context.AfterFunc(rn.ctx, func() { rn.closeReader(); close(closed) })
 	defer func() {
 		rn.cancel(errRunDone)
 		<-closed // the closing goroutine is ours: wait for it
@@ -75,7 +75,8 @@ func (e *Exporter) execute(rn *run) {
 		e.ended(rn, err)
 		return
 	}
-	e.log.InfoContext(rn.ctx, "export completed", "job", rn.job.ID, "owner", rn.job.Owner, "bytes", bytes)
+	e.settle(rn, StatusCompleted)
+	rn.log.InfoContext(rn.ctx, "export completed", "bytes", bytes)
 }
 
 // ended records why the run of rn stopped: the cause of its context if it
@@ -85,10 +86,18 @@ func (e *Exporter) ended(rn *run, err error) {
 		err = context.Cause(rn.ctx)
 	}
 	if errors.Is(err, ErrLeaseLost) {
-		e.log.InfoContext(rn.ctx, "export ended elsewhere (cancelled or lease lost)", "job", rn.job.ID)
+		err = e.lostCause(rn)
+	}
+	switch {
+	case errors.Is(err, ErrCancelled):
+		e.settle(rn, StatusCancelled)
+	case errors.Is(err, ErrLeaseLost):
+		e.settle(rn, StatusFailed)
+	default:
+		e.end(rn, err)
 		return
 	}
-	e.end(rn, err)
+	rn.log.InfoContext(rn.ctx, "export ended elsewhere", "cause", err)
 }
 
 // copyChunks reads the source of rn in chunks of exactly the job's
