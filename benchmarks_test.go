@@ -10,6 +10,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
 // Micro-benchmarks of the hot paths on miniredis: the chunking copy and
@@ -191,5 +192,38 @@ func BenchmarkDownloadRead(b *testing.B) {
 		if err != nil || n != benchExportSize {
 			b.Fatalf("downloaded %d bytes, %v; want %d", n, err, benchExportSize)
 		}
+	}
+}
+
+// BenchmarkSmallExportMetrics measures 1 KiB exports, where the per-export
+// costs show, with metrics off (the default no-op provider) and on (the
+// OpenTelemetry SDK with a reader), to show what the instruments cost.
+func BenchmarkSmallExportMetrics(b *testing.B) {
+	for _, withSDK := range []bool{false, true} {
+		name := "noop"
+		if withSDK {
+			name = "sdk"
+		}
+		b.Run(name, func(b *testing.B) {
+			mr, c := benchRedis(b)
+			var cfg Config
+			if withSDK {
+				mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+				b.Cleanup(func() { mp.Shutdown(context.Background()) })
+				cfg.MeterProvider = mp
+			}
+			x := benchExporter(b, c, cfg)
+			data := randomBytes(1 << 10)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				benchExport(b, x, data)
+				if i%1000 == 999 {
+					b.StopTimer()
+					benchDeleteKeys(mr)
+					b.StartTimer()
+				}
+			}
+		})
 	}
 }
