@@ -8,17 +8,25 @@
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help test example lint bench fuzz-smoke fuzz soak
+.PHONY: help test example serve lint bench fuzz-smoke fuzz soak screenshot
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-# EXPORTER_REQUIRE_REDIS=1 turns a missing redis-server into a failure, never a skip.
-test: ## Run all tests with -race, on real Redis too (installs it if missing; what CI runs)
+# The browser test of the example server's page is a module of its own, so
+# that the library's go.mod never requires chromedp; go test ./... does not
+# enter it, so test, lint and screenshot name it.
+BROWSERTEST := examples/httpserver/browsertest
+
+# EXPORTER_REQUIRE_REDIS=1 turns a missing redis-server into a failure, never
+# a skip; EXPORTER_REQUIRE_BROWSER=1 does the same for a missing Chromium.
+test: ## Run all tests with -race, on real Redis and in headless Chromium too (installs them if missing; what CI runs)
 	bash scripts/ensure-redis.sh
 	EXPORTER_REQUIRE_REDIS=1 go test -race -count=1 -timeout 15m ./...
 	$(MAKE) fuzz-smoke
 	EXPORTER_REQUIRE_REDIS=1 go test -race -v -run '^TestSoak$$' -count=1 -timeout 5m . -soak 20s
+	bash scripts/ensure-chromium.sh
+	cd $(BROWSERTEST) && EXPORTER_REQUIRE_REDIS=1 EXPORTER_REQUIRE_BROWSER=1 go test -race -count=1 -timeout 5m ./...
 
 # go test fuzzes one target per invocation. The seeds (f.Add and
 # testdata/fuzz/<target>/) also run as plain tests in every go test.
@@ -45,6 +53,10 @@ soak: ## Run the load and soak test on real Redis for SOAK (default 2m) and prin
 example: ## Run the example program (examples/basic)
 	go run ./examples/basic
 
+# SERVEFLAGS="-addr 127.0.0.1:8081" picks another address; REDIS_URL another Redis.
+serve: ## Run the example HTTP service and its page (examples/httpserver) on http://127.0.0.1:8080
+	go run ./examples/httpserver $(SERVEFLAGS)
+
 # go mod tidy -diff prints what tidy would change and fails, and leaves go.mod
 # and go.sum as they are, so nothing needs restoring.
 lint: ## Check gofmt, go vet, staticcheck and go mod tidy (changes no file)
@@ -52,6 +64,13 @@ lint: ## Check gofmt, go vet, staticcheck and go mod tidy (changes no file)
 	go vet ./...
 	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	go mod tidy -diff
+	cd $(BROWSERTEST) && go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && go mod tidy -diff
+
+# The browser test takes the picture of the page that the README shows.
+screenshot: ## Run the browser test and write its screenshot of the example page to docs/httpserver.png
+	bash scripts/ensure-redis.sh
+	bash scripts/ensure-chromium.sh
+	cd $(BROWSERTEST) && EXPORTER_REQUIRE_REDIS=1 EXPORTER_REQUIRE_BROWSER=1 go test -v -count=1 -timeout 5m -run '^TestPage$$' . -update-screenshot
 
 bench: ## Run the benchmark program (exporter vs raw go-redis; BENCHFLAGS="-quick -reps 1" for a smoke run), then the Go micro-benchmarks
 	go run ./bench $(BENCHFLAGS)

@@ -1,0 +1,18 @@
+// Package browsertest holds the end-to-end test of the page that the example
+// server (examples/httpserver) serves: it builds the server, runs it as a
+// real process against a private redis-server, and drives its page in
+// headless Chromium with chromedp.
+//
+// It is a module of its own so that the library's go.mod never requires
+// chromedp. `go test ./...` at the repository root does not enter it; `make
+// test` runs it explicitly, after scripts/ensure-chromium.sh has installed
+// Chromium:
+//
+//	cd examples/httpserver/browsertest
+//	EXPORTER_REQUIRE_REDIS=1 EXPORTER_REQUIRE_BROWSER=1 go test -race -count=1 ./...
+//
+// Without Chromium (or redis-server) the tests skip, unless the environment
+// sets EXPORTER_REQUIRE_BROWSER=1 (or EXPORTER_REQUIRE_REDIS=1), as make test
+// does. `make screenshot` runs TestPage with -update-screenshot, which writes
+// the picture of the page to docs/httpserver.png.
+package browsertest
