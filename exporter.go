@@ -784,7 +784,7 @@ func (e *Exporter) end(rn *run, cause error) {
 	if errors.Is(cause, ErrCancelled) || errors.Is(cause, ErrLeaseLost) {
 		return
 	}
-	e.settle(rn, StatusFailed)
+	first := e.settle(rn, StatusFailed)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
 	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)}
@@ -799,17 +799,21 @@ func (e *Exporter) end(rn *run, cause error) {
 	if err != nil && !errors.Is(err, ErrLeaseLost) {
 		rn.log.Warn("recording export failure failed; its lease will lapse", "err", err)
 	}
-	rn.log.Info("export failed", "err", cause)
+	if first { // Shutdown and the run itself may both record the end
+		rn.log.Info("export failed", "err", cause)
+	}
 }
 
 // settle records how rn ended, for its count in forget. The first
-// status settled wins.
-func (e *Exporter) settle(rn *run, s Status) {
+// status settled wins; settle reports whether it was this one.
+func (e *Exporter) settle(rn *run, s Status) (first bool) {
 	e.mu.Lock()
-	if rn.final == "" {
-		rn.final = s
+	defer e.mu.Unlock()
+	if rn.final != "" {
+		return false
 	}
-	e.mu.Unlock()
+	rn.final = s
+	return true
 }
 
 // newToken returns a random lease token.

@@ -39,7 +39,7 @@ type Job struct {
 	ID         string            `json:"id"`                   // random UUID (v4) in canonical lower-case form, unguessable
 	Owner      string            `json:"owner"`                // User.ID of the starter
 	Status     Status            `json:"status"`               // see Status
-	Bytes      int64             `json:"bytes"`                // bytes stored so far; never decreases (not reset when data is removed)
+	Bytes      int64             `json:"bytes"`                // bytes stored so far, a whole chunk at a time; never decreases (not reset when data is removed)
 	Total      int64             `json:"total"`                // expected size from WithTotal, 0 if unknown
 	Checksum   string            `json:"checksum,omitempty"`   // "sha256:<64 hex>" of the stored bytes, set when completed
 	Error      string            `json:"error,omitempty"`      // why it failed / was cancelled; "" otherwise

@@ -232,3 +232,30 @@ func TestParseEvent(t *testing.T) {
 	_, ok := parseEvent(id + " completed")
 	require.True(t, ok)
 }
+
+// A Shutdown that gives up on a running export records its end, and so does
+// the run as it stops: the failure is logged once, and counted once.
+func TestShutdownLogsAnAbandonedExportOnce(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	h := newRecordingHandler()
+	m := newMeter(t)
+	x := e.exporter(t, Config{Logger: slog.New(h), MeterProvider: m.provider})
+	src := newFeedSource([]byte("x"))
+	job, err := x.StartExport(testCtx(t), alice, src)
+	require.NoError(t, err)
+	waitStatus(t, x, alice, job.ID, StatusRunning)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, x.Shutdown(ctx), context.Canceled)
+	src.requireClosedOnce(t)
+	var failed int
+	for _, r := range h.snapshot() {
+		if r.msg == "export failed" {
+			failed++
+		}
+	}
+	require.Equal(t, 1, failed)
+	require.Equal(t, int64(1), m.value(t, "exporter.exports.ended", ended(StatusFailed)))
+	job = waitFor(t, x, alice, job.ID, StatusFailed)
+	require.Contains(t, job.Error, ErrClosed.Error())
+}

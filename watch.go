@@ -28,6 +28,14 @@ func WatchEvery(d time.Duration) WatchOption {
 // per WatchEvery interval), ending with the terminal one. The sequence
 // ends after the terminal snapshot, at the first error (yielded with a nil
 // job: those of GetExportStatus, or ctx's), or when the caller stops.
+// The first item is therefore the job as GetExportStatus would return it,
+// or its error: an HTTP handler can take it with iter.Pull and answer 404
+// before it commits to a stream (examples/httpserver checks first with
+// GetExportStatus, which costs one more read).
+//
+// Bytes advances a chunk (Job.ChunkSize) at a time, so a slow source shows
+// progress in steps: at 64 KiB chunks, a source that delivers 1 KiB a
+// second moves Bytes once a minute.
 //
 // It is driven by store events, across instances: while it runs it marks
 // the job as watched, and the instance that runs the job announces each
