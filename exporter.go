@@ -707,6 +707,7 @@ func (e *Exporter) OpenExport(ctx context.Context, user User, id string) (*Downl
 // the source does.
 func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
+	first := !e.closed // only the first call logs
 	e.closed = true
 	e.checkIdle()
 	e.mu.Unlock()
@@ -750,7 +751,9 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	defer e.unregisterGauges()
 	if err == nil {
 		e.wg.Wait()
-		e.log.Info("exporter shut down")
+		if first {
+			e.log.Info("exporter shut down")
+		}
 		return nil
 	}
 	// Sources were closed; their Reads and Closes get a grace period to
@@ -767,7 +770,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 		e.mu.Lock()
 		stuck := len(e.runs)
 		e.mu.Unlock()
-		err = errors.Join(err, fmt.Errorf("exporter: shutdown: %d export sources still in Read or Close %v after they were closed; their goroutines are left running", stuck, shutdownGrace))
+		err = errors.Join(err, fmt.Errorf("exporter: shutdown: exports still stopping %v after their sources were closed: %d (in a source's Read or Close, or recording their end in a store that does not answer); their goroutines are left running", shutdownGrace, stuck))
 	}
 	e.log.Warn("exporter shut down before its exports finished", "err", err)
 	return err

@@ -185,6 +185,12 @@ func parseInt(h map[string]string, name string) (int64, error) {
 	return n, nil
 }
 
+// ValidID reports whether id has the form of a Job.ID: a UUID in canonical
+// lower-case form. The Exporter answers a malformed id as an unknown one
+// (ErrNotFound); a tool or an API that would rather report a typing
+// mistake can check with ValidID first.
+func ValidID(id string) bool { return validID(id) }
+
 // validID reports whether id is a UUID in canonical lower-case form, the
 // only form the Exporter hands out. It is checked before any key is built.
 func validID(id string) bool {

@@ -95,7 +95,7 @@ func TestSourceCloseBlocks(t *testing.T) {
 	start := time.Now()
 	err = x.Shutdown(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.ErrorContains(t, err, "1 export sources still in Read or Close")
+	require.ErrorContains(t, err, "sources were closed: 1 ")
 	require.Less(t, time.Since(start), 100*time.Millisecond+shutdownGrace+time.Second)
 	got, err := x.GetExportStatus(testCtx(t), alice, job.ID)
 	require.NoError(t, err)
@@ -129,7 +129,7 @@ func TestSourceIgnoresClose(t *testing.T) {
 		defer cancel()
 		err = x.Shutdown(ctx)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
-		require.ErrorContains(t, err, "2 export sources still in Read or Close")
+		require.ErrorContains(t, err, "sources were closed: 2 ")
 		for id, want := range map[string]Status{a.ID: StatusCancelled, b.ID: StatusFailed} {
 			got, err := x.GetExportStatus(testCtx(t), alice, id)
 			require.NoError(t, err)

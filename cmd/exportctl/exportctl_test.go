@@ -149,7 +149,7 @@ func TestStartStatusDownload(t *testing.T) {
 	res := e.want(exitOK, "start", path)
 	require.Equal(t, 1, strings.Count(res.stdout, "\n"), "stdout is the id alone:\n%s", res)
 	id := strings.TrimSpace(res.stdout)
-	require.True(t, validID(id), "%s", res)
+	require.True(t, exporter.ValidID(id), "%s", res)
 	require.Contains(t, res.stderr, "export "+id+" completed: ")
 	require.Contains(t, res.stderr, sha256sum(data))
 
@@ -375,7 +375,7 @@ func TestCancelFromAnotherProcess(t *testing.T) {
 	worker := e.startProcess(true, "start", "-name", "stream.bin", "-")
 	worker.feed(3 * exporter.DefaultChunkSize)
 	id := worker.line(20 * time.Second)
-	require.True(t, validID(id), "first line %q", id)
+	require.True(t, exporter.ValidID(id), "first line %q", id)
 	e.waitRunning(id, 2*exporter.DefaultChunkSize)
 
 	res := e.want(exitNotReady, "download", id, "-o", filepath.Join(e.dir, "early.bin"))

@@ -183,30 +183,8 @@ func oneID(cmd string, args []string) (string, error) {
 		return "", usageErrorf(cmd, "want one export ID, got %d arguments", len(args))
 	}
 	id := strings.ToLower(args[0])
-	if !validID(id) {
+	if !exporter.ValidID(id) {
 		return "", usageErrorf(cmd, "%q is not an export id (a UUID such as 0b7c1e2f-4a5d-4c3b-9e8f-1a2b3c4d5e6f)", args[0])
 	}
 	return id, nil
-}
-
-// validID is the form of Job.ID: 36 characters, lower-case hex digits and
-// dashes at 8, 13, 18 and 23.
-func validID(id string) bool {
-	if len(id) != 36 {
-		return false
-	}
-	for i := range len(id) {
-		c := id[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }

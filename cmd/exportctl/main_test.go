@@ -347,7 +347,7 @@ func (e *testEnv) startFile(path string) string {
 	e.t.Helper()
 	res := e.want(exitOK, "start", "-q", path)
 	id := firstLine(res.stdout)
-	require.True(e.t, validID(id), "first line of stdout is not an id: %q", res.stdout)
+	require.True(e.t, exporter.ValidID(id), "first line of stdout is not an id: %q", res.stdout)
 	return id
 }
 
@@ -375,7 +375,7 @@ func decodeJob(t *testing.T, line string) *exporter.Job {
 	t.Helper()
 	var job exporter.Job
 	require.NoError(t, json.Unmarshal([]byte(line), &job), "not a Job: %q", line)
-	require.True(t, validID(job.ID), "Job without an id: %q", line)
+	require.True(t, exporter.ValidID(job.ID), "Job without an id: %q", line)
 	return &job
 }
 

@@ -107,10 +107,10 @@ func TestParseSize(t *testing.T) {
 
 func TestValidID(t *testing.T) {
 	t.Parallel()
-	require.True(t, validID("0b7c1e2f-4a5d-4c3b-9e8f-1a2b3c4d5e6f"))
+	require.True(t, exporter.ValidID("0b7c1e2f-4a5d-4c3b-9e8f-1a2b3c4d5e6f"))
 	for _, id := range []string{"", "0b7c1e2f4a5d4c3b9e8f1a2b3c4d5e6f", "0B7C1E2F-4A5D-4C3B-9E8F-1A2B3C4D5E6F",
 		"0b7c1e2f-4a5d-4c3b-9e8f-1a2b3c4d5e6", "0b7c1e2f-4a5d-4c3b-9e8f-1a2b3c4d5e6g", "../../etc/passwd"} {
-		require.False(t, validID(id), id)
+		require.False(t, exporter.ValidID(id), id)
 	}
 }
 
