@@ -16,14 +16,14 @@
 //
 //	job, err := exp.StartExport(ctx, user, rows,
 //		exporter.WithTotal(size),
-//		exporter.WithMetadata(map[string]string{"filename": "rows.csv"}))
+//		exporter.WithMetadata(map[string]string{exporter.MetadataFilename: "rows.csv"}))
 //	...
 //	job, err = exp.WaitExport(ctx, user, job.ID) // or poll GetExportStatus
 //	...
 //	d, err := exp.OpenExport(r.Context(), user, job.ID)
 //	if err != nil { ... }
 //	defer d.Close()
-//	http.ServeContent(w, r, job.Metadata["filename"], job.FinishedAt, d)
+//	http.ServeContent(w, r, job.Metadata[exporter.MetadataFilename], job.FinishedAt, d)
 //
 // The user must hold Config.Permission ("exporter" by default) to start an
 // export; afterwards only the job's owner and holders of

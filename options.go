@@ -30,9 +30,18 @@ func WithTotal(n int64) StartOption {
 	return func(o *startOptions) { o.total = n }
 }
 
+// Conventional metadata keys. The Exporter gives metadata no meaning of
+// its own; these are the keys the examples and exportctl use, so that an
+// export started by one program is downloaded with the name and type it
+// gave, whichever program serves it.
+const (
+	MetadataFilename    = "filename"     // the download's file name
+	MetadataContentType = "content-type" // its media type, as in a Content-Type header
+)
+
 // WithMetadata attaches md to the job (Job.Metadata): a filename, a
-// content type, anything the service wants to show or serve with it. The
-// map is copied. At most MaxMetadataEntries entries, keys of 1 to
+// content type (see MetadataFilename, MetadataContentType), anything the
+// service wants to show or serve with it. The map is copied. At most MaxMetadataEntries entries, keys of 1 to
 // MaxMetadataKey bytes and values of at most MaxMetadataValue bytes, all valid UTF-8;
 // beyond that StartExport returns ErrInvalid.
 func WithMetadata(md map[string]string) StartOption {

@@ -245,7 +245,7 @@ func (b *bench) w3() *workload {
 				for i := g; i < len(ids); i += s.concurrency {
 					job, err := x.StartExport(ctx, user, bytes.NewReader(b.data[:1000+i]),
 						exporter.WithTotal(int64(1000+i)),
-						exporter.WithMetadata(map[string]string{"filename": fmt.Sprintf("orders-%03d.csv", i), "type": "text/csv"}))
+						exporter.WithMetadata(map[string]string{exporter.MetadataFilename: fmt.Sprintf("orders-%03d.csv", i), exporter.MetadataContentType: "text/csv"}))
 					if err != nil {
 						return err
 					}

@@ -80,7 +80,7 @@ func writeTable(w io.Writer, jobs []*exporter.Job) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATUS\tBYTES\tPROGRESS\tCREATED\tFILENAME")
 	for _, j := range jobs {
-		name := j.Metadata["filename"]
+		name := j.Metadata[exporter.MetadataFilename]
 		if name == "" {
 			name = "-"
 		}

@@ -72,12 +72,12 @@ func (a *app) start(ctx context.Context, args []string, o *startOptions) error {
 	}
 	md := maps.Clone(map[string]string(o.meta))
 	if name := cmp.Or(o.name, base); name != "" {
-		md["filename"] = name
+		md[exporter.MetadataFilename] = name
 		if ct := cmp.Or(o.contentType, mime.TypeByExtension(filepath.Ext(name))); ct != "" {
-			md["content-type"] = ct
+			md[exporter.MetadataContentType] = ct
 		}
 	} else if o.contentType != "" {
-		md["content-type"] = o.contentType
+		md[exporter.MetadataContentType] = o.contentType
 	}
 	total := size
 	if o.total.set {

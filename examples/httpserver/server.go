@@ -343,10 +343,10 @@ func (s *server) start(w http.ResponseWriter, r *http.Request) {
 	job, err := s.exp.StartExport(r.Context(), user, data,
 		exporter.WithTotal(data.Size()),
 		exporter.WithMetadata(map[string]string{
-			"filename":        filename,
-			"content_type":    "text/csv",
-			"rows":            strconv.FormatInt(rows, 10),
-			"rows_per_second": strconv.Itoa(rate),
+			exporter.MetadataFilename:    filename,
+			exporter.MetadataContentType: "text/csv",
+			"rows":                       strconv.FormatInt(rows, 10),
+			"rows_per_second":            strconv.Itoa(rate),
 		}))
 	if err != nil {
 		s.fail(w, r, err)
@@ -408,13 +408,13 @@ func (s *server) download(w http.ResponseWriter, r *http.Request) {
 	defer d.Close()
 	job := d.Job()
 	h := w.Header()
-	ctype := job.Metadata["content_type"]
+	ctype := job.Metadata[exporter.MetadataContentType]
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
 	h.Set("Content-Type", ctype)
-	disposition := mime.FormatMediaType("attachment", map[string]string{"filename": job.Metadata["filename"]})
-	if disposition == "" || job.Metadata["filename"] == "" {
+	disposition := mime.FormatMediaType("attachment", map[string]string{"filename": job.Metadata[exporter.MetadataFilename]})
+	if disposition == "" || job.Metadata[exporter.MetadataFilename] == "" {
 		disposition = "attachment"
 	}
 	h.Set("Content-Disposition", disposition)

@@ -351,7 +351,7 @@ func TestTwoInstancesFollowAndCancel(t *testing.T) {
 	require.Equal(t, "alice", job.Owner)
 	require.Contains(t, []exporter.Status{exporter.StatusPending, exporter.StatusRunning}, job.Status)
 	require.Equal(t, datasetSize(1_000_000), job.Total)
-	require.Equal(t, map[string]string{"filename": "slow.csv", "content_type": "text/csv",
+	require.Equal(t, map[string]string{"filename": "slow.csv", "content-type": "text/csv",
 		"rows": "1000000", "rows_per_second": "5000"}, job.Metadata)
 
 	// B sees it, alone and in the list.
