@@ -385,7 +385,7 @@ func ExampleConfig_meterProvider() {
 			for _, p := range sum.DataPoints {
 				name := m.Name
 				if status, ok := p.Attributes.Value("status"); ok {
-					name += "{status=" + status.Emit() + "}"
+					name += "{status=" + status.String() + "}"
 				}
 				fmt.Println(name, p.Value)
 			}
