@@ -346,6 +346,14 @@ func failoverScenario(t *testing.T, replicas int, cfg Config, stall bool) *failo
 		if ex.lost() {
 			continue
 		}
+		if ex.finalErr != nil {
+			// Say what the new master holds, and what the running Exporter
+			// last saw, for the record of a failure.
+			got, err := newAdmin.HGetAll(context.Background(), newStore.keys(ex.id)[0]).Result()
+			ttl := newAdmin.PTTL(context.Background(), newStore.keys(ex.id)[2]).Val()
+			t.Logf("%s export %s on the new master: %v (err %v), lease PTTL %v; the running Exporter saw %+v (err %v) at %v after the kill; the failover took %v",
+				ex.kind, ex.id, got, err, ttl, ex.seen, ex.seenErr, ex.seenAt.Sub(run.killAt), tookOverAt.Sub(run.killAt))
+		}
 		require.NoError(t, ex.finalErr, "%s export %s did not end by the deadline", ex.kind, ex.id)
 		faultRequireOutcome(t, x2, newStore, ex.final, ex.data)
 		// What the running Exporter reported after the failover was over is

@@ -25,6 +25,7 @@ import (
 
 	"github.com/exporterkit/exporter"
 	"github.com/exporterkit/exporter/internal/redistest"
+	"github.com/exporterkit/exporter/internal/syncbuf"
 )
 
 // The binary under test and the Redis it talks to, set up by TestMain.
@@ -218,7 +219,7 @@ type process struct {
 	lines  chan string   // stdout, line by line
 	outEOF chan struct{} // closed when stdout is drained
 	stdout strings.Builder
-	stderr syncBuffer
+	stderr syncbuf.Buffer
 	done   chan struct{} // closed when the process was waited for
 	res    result
 	cancel context.CancelFunc
@@ -303,31 +304,6 @@ func (p *process) wait(d time.Duration) result {
 		p.t.Fatalf("the process did not exit within %v; stderr so far:\n%s", d, p.stderr.String())
 	}
 	return result{}
-}
-
-// syncBuffer is a bytes.Buffer for a process's stderr, read while the
-// process writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) WriteString(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.WriteString(s)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // randomFile writes n random bytes to a new file in e's directory and

@@ -33,6 +33,7 @@ import (
 
 	"github.com/exporterkit/exporter"
 	"github.com/exporterkit/exporter/internal/redistest"
+	"github.com/exporterkit/exporter/internal/syncbuf"
 )
 
 // TestMain runs the tests, stops the shared redis-server, then checks that
@@ -937,24 +938,6 @@ func TestEventsEndWhenClientGoes(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// syncBuffer is an io.Writer that can be read while it is written.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 var (
 	miniredisLine = regexp.MustCompile(`^embedded miniredis at (redis://127\.0\.0\.1:\d+) \(start a second instance with REDIS_URL=(redis://127\.0\.0\.1:\d+)\)$`)
 	listeningLine = regexp.MustCompile(`^listening on (http://127\.0\.0\.1:\d+)$`)
@@ -965,7 +948,7 @@ var (
 // result.
 func runMain(t *testing.T, ctx context.Context, env map[string]string, args ...string) (url string, lines []string, result chan error) {
 	t.Helper()
-	stdout := &syncBuffer{}
+	stdout := &syncbuf.Buffer{}
 	result = make(chan error, 1)
 	go func() { // owned: the caller receives from result
 		result <- run(ctx, args, func(k string) string { return env[k] }, stdout, t.Output())
@@ -1103,7 +1086,7 @@ func TestRunStartupErrors(t *testing.T) {
 	require.Contains(t, err.Error(), "REDIS_URL")
 
 	// An address that cannot be listened on.
-	var stdout syncBuffer
+	var stdout syncbuf.Buffer
 	err = run(ctx, []string{"-addr", "127.0.0.1:-1"}, noEnv, &stdout, io.Discard)
 	require.Error(t, err)
 	require.NotContains(t, stdout.String(), "listening on")

@@ -18,6 +18,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/exporterkit/exporter/internal/syncbuf"
 )
 
 // Window size of the browser, which is also the size of a screenshot.
@@ -71,7 +73,7 @@ func newBrowser(t *testing.T) context.Context {
 	t.Helper()
 	path := chromiumPath(t)
 	profile := t.TempDir()
-	var output syncBuffer
+	var output syncbuf.Buffer
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.UserDataDir(profile),
