@@ -127,7 +127,13 @@ func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wa
 // error: see Job.Err. It is driven by store events, with a slow re-read as
 // a safety net for lost events and lapsed leases. Waiting costs no Redis
 // connection of its own while the Exporter runs; after Shutdown each call
-// subscribes for itself. Errors are those of GetExportStatus.
+// subscribes for itself.
+//
+// Errors are those of GetExportStatus, from the first read. After it, a
+// re-read that fails for a reason that may pass (a cut connection, a
+// restarting or failing-over server) is tried again at the next interval,
+// so an outage delays a waiter rather than failing it, as it delays the
+// export itself: bound the wait with ctx.
 func (e *Exporter) WaitExport(ctx context.Context, user User, id string) (*Job, error) {
 	job, err := e.wait(ctx, user, id)
 	if err != nil {
@@ -173,8 +179,14 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 			}
 		case <-t.C:
 		}
-		if job, err = e.store.Get(ctx, id, ""); err != nil || job.Status.Terminal() {
-			return job, err
+		job, err = e.store.Get(ctx, id, "")
+		switch {
+		case err == nil && job.Status.Terminal():
+			return job, nil
+		case err != nil && !transient(err): // gone (expired), or ctx's end
+			return nil, err
+		case err != nil:
+			e.log.DebugContext(ctx, "re-reading a waited-for export failed; trying again", "job", id, "err", err)
 		}
 		t.Reset(poll)
 	}

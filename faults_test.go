@@ -977,3 +977,81 @@ func TestRedisPaused(t *testing.T) {
 	t.Logf("paused 3s: exports %v; victim of the paused cancels: %s after the pause; calls during the pause (ctx %v):%v\nerrors:%v",
 		out, late, faultCallTimeout, lat, kinds)
 }
+
+// TestWaitRidesOutAnOutage: a WaitExport and a WatchExport that began
+// before a cut of their connections, during which the export they follow
+// completes on another instance (whose connections are fine), return that
+// end once the connections are back, instead of the error of a re-read
+// made during the cut.
+func TestWaitRidesOutAnOutage(t *testing.T) {
+	faultNoLeaks(t)
+	srv := redistest.StartT(t, redistest.Options{})
+	proxy := faultproxy.StartT(t, srv.Addr)
+	const prefix = "ride:"
+	// A short lease makes the waiters re-read every 250 ms, several times
+	// during the cut.
+	cfg := Config{ChunkSize: faultChunk, LeaseTTL: time.Second}
+	runner := faultExporter(t, NewRedisStore(faultClient(t, srv.Addr)).WithPrefix(prefix), cfg)
+	waiter := faultExporter(t, NewRedisStore(faultClient(t, proxy.Addr())).WithPrefix(prefix), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	data := randomBytes(3*faultChunk + 5)
+	src := newFeedSource(data[:faultChunk])
+	job, err := runner.StartExport(ctx, alice, src)
+	require.NoError(t, err)
+	waitStatus(t, runner, alice, job.ID, StatusRunning)
+
+	type result struct {
+		job *Job
+		err error
+	}
+	waited, watched := make(chan result, 1), make(chan result, 1)
+	first := make(chan struct{})
+	go func() {
+		j, err := waiter.WaitExport(ctx, alice, job.ID)
+		waited <- result{j, err}
+	}()
+	go func() {
+		var r result
+		for j, err := range waiter.WatchExport(ctx, alice, job.ID, WatchEvery(10*time.Millisecond)) {
+			if r.job == nil && err == nil {
+				close(first)
+			}
+			if err != nil {
+				r.err = err
+				break
+			}
+			r.job = j
+		}
+		watched <- r
+	}()
+	select { // the first reads are done: what follows are re-reads
+	case <-first:
+	case r := <-watched:
+		t.Fatalf("WatchExport ended at once: %v, %v", r.job, r.err)
+	}
+
+	proxy.Cut()
+	cutAt := time.Now()
+	src.feed(data[faultChunk:])
+	src.end(nil)
+	require.Equal(t, StatusCompleted, waitFor(t, runner, alice, job.ID, StatusCompleted).Status)
+	time.Sleep(time.Until(cutAt.Add(1500 * time.Millisecond))) // the cut lasts 1.5 s
+	select {
+	case r := <-waited:
+		t.Fatalf("WaitExport returned during the cut: %v, %v", r.job, r.err)
+	case r := <-watched:
+		t.Fatalf("WatchExport ended during the cut: %v, %v", r.job, r.err)
+	default:
+	}
+	require.Greater(t, proxy.Stats().Refused, int64(0), "nobody tried to reach the server during the cut")
+	proxy.Restore()
+
+	for _, ch := range []chan result{waited, watched} {
+		r := <-ch
+		require.NoError(t, r.err)
+		require.Equal(t, StatusCompleted, r.job.Status)
+		require.Equal(t, int64(len(data)), r.job.Bytes)
+	}
+}

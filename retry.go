@@ -3,7 +3,10 @@ package exporter
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Writes are safe to repeat (see Store.Write), so the Exporter repeats a
@@ -15,16 +18,37 @@ import (
 // lost data, which repeating cannot fix.
 var errGap = errors.New("chunks missing")
 
-// transient reports whether err may pass if the write is repeated.
+// transient reports whether err may pass if the call is repeated: a
+// connection that failed, or the reply of a server that is loading its
+// data, failing over or busy. The store's verdicts and other error replies
+// (NOPERM from an ACL, a script's error) are final.
 func transient(err error) bool {
+	if err == nil {
+		return false
+	}
 	for _, final := range []error{ErrLeaseLost, ErrNotFound, ErrCorrupt, ErrNotReplicated, ErrInvalid,
 		errGap, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, final) {
 			return false
 		}
 	}
-	return err != nil
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		for _, passing := range transientReplies {
+			if strings.HasPrefix(msg, passing) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
+
+// transientReplies are the prefixes of the Redis error replies that may
+// pass: go-redis retries the same ones.
+var transientReplies = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
+	"NOREPLICAS", "BUSY", "ERR max number of clients reached"}
 
 // write is store.Write for the run rn, repeated with backoff while it
 // fails transiently, for at most two thirds of the lease TTL (the lease was

@@ -27,7 +27,10 @@ func WatchEvery(d time.Duration) WatchOption {
 // it is, then a snapshot whenever its status or Bytes changed (at most one
 // per WatchEvery interval), ending with the terminal one. The sequence
 // ends after the terminal snapshot, at the first error (yielded with a nil
-// job: those of GetExportStatus, or ctx's), or when the caller stops.
+// job: those of GetExportStatus, or ctx's), or when the caller stops. As
+// with WaitExport, a re-read after the first that fails for a reason that
+// may pass is tried again at the next interval rather than ending the
+// sequence.
 // The first item is therefore the job as GetExportStatus would return it,
 // or its error: an HTTP handler can take it with iter.Pull and answer 404
 // before it commits to a stream (examples/httpserver checks first with
@@ -117,8 +120,13 @@ func (e *Exporter) watchExport(ctx context.Context, user User, id string, every 
 			}
 		}
 		job, err := e.store.Get(ctx, id, "")
-		if err != nil {
+		if err != nil && !transient(err) { // gone (expired), or ctx's end
 			return err
+		}
+		if err != nil { // the store may be back at the next re-read
+			e.log.DebugContext(ctx, "re-reading a watched export failed; trying again", "job", id, "err", err)
+			t.Reset(poll)
+			continue
 		}
 		if job.Status != last.Status || job.Bytes != last.Bytes {
 			if !yield(job, nil) {

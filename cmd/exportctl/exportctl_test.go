@@ -478,6 +478,28 @@ func TestStartFailed(t *testing.T) {
 	require.Empty(t, res.stdout)
 }
 
+// TestStartLosesRedis: a start whose Redis goes away for good does not
+// wait forever: it says it waits for Redis, then gives up with exit 1 about
+// a lease after Redis stopped answering.
+func TestStartLosesRedis(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	srv := redistest.StartT(t, redistest.Options{})
+	e.addr = srv.Addr
+	worker := e.startProcess(true, "-timeout", "2s", "start", "-name", "stream.bin", "-")
+	worker.feed(2 * exporter.DefaultChunkSize)
+	id := worker.line(20 * time.Second)
+	e.waitRunning(id, exporter.DefaultChunkSize)
+
+	require.NoError(t, srv.Kill())
+	killed := time.Now()
+	res := worker.wait(exporter.DefaultLeaseTTL + 20*time.Second)
+	require.Equal(t, exitError, res.code, "%s", res)
+	require.Contains(t, res.stderr, "waiting for Redis at "+srv.Addr)
+	require.Contains(t, res.stderr, "lost Redis at "+srv.Addr)
+	require.GreaterOrEqual(t, time.Since(killed), exporter.DefaultLeaseTTL, "gave up before a lease had passed")
+}
+
 // TestList: newest first, pages, -all, -json, another owner.
 func TestList(t *testing.T) {
 	t.Parallel()

@@ -105,6 +105,7 @@ func build(dir string) error {
 // its own, as one user.
 type testEnv struct {
 	t      *testing.T
+	addr   string // of the Redis: the shared one unless a test has its own
 	prefix string
 	user   string
 	dir    string // a temporary directory for the test's files
@@ -123,6 +124,7 @@ func newEnv(t *testing.T) *testEnv {
 	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
 	return &testEnv{
 		t:      t,
+		addr:   redisAddr,
 		prefix: fmt.Sprintf("exportctl-test:%d:%s:", prefixes.Add(1), name),
 		user:   "alice",
 		dir:    t.TempDir(),
@@ -138,7 +140,7 @@ func (e *testEnv) as(user string) *testEnv {
 
 // args puts the connection flags before args.
 func (e *testEnv) args(args ...string) []string {
-	return append([]string{"-redis", "redis://" + redisAddr + "/0", "-prefix", e.prefix, "-user", e.user}, args...)
+	return append([]string{"-redis", "redis://" + e.addr + "/0", "-prefix", e.prefix, "-user", e.user}, args...)
 }
 
 // result is a finished run of the binary.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/exporterkit/exporter"
@@ -149,28 +150,52 @@ func (a *app) start(ctx context.Context, args []string, o *startOptions) error {
 	return outcome
 }
 
-// waitOut waits for the end of export id, which runs here. The exporter
-// rides out a Redis outage shorter than its lease (it repeats failed
-// writes), but WaitExport returns at the first failed read: so a failed
-// wait is repeated, for as long as the export can survive the outage.
+// waitOut waits for the end of export id, which runs here. WaitExport
+// rides out a Redis outage (it re-reads until ctx is done), as the export
+// does for a while (it repeats failed writes); but an export whose Redis
+// stays away longer than its lease cannot end well, and its end cannot even
+// be recorded. So a probe pings Redis while the wait lasts, and gives up
+// the wait once Redis has not answered for DefaultLeaseTTL.
 func (a *app) waitOut(ctx context.Context, c *conn, id string) (*exporter.Job, error) {
-	var failing time.Time
-	for {
-		job, err := c.exp.WaitExport(ctx, c.user, id)
-		if err == nil || ctx.Err() != nil || errors.Is(err, exporter.ErrNotFound) {
-			return job, err
+	wctx, giveUp := context.WithCancelCause(ctx)
+	defer giveUp(nil)
+	var probe sync.WaitGroup
+	probe.Add(1)
+	go func() { // owned: waited for below
+		defer probe.Done()
+		var failing time.Time
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-tick.C:
+			}
+			pctx, cancel := context.WithTimeout(wctx, time.Second)
+			err := c.client.Ping(pctx).Err()
+			cancel()
+			switch {
+			case wctx.Err() != nil:
+				return
+			case err == nil:
+				failing = time.Time{}
+			case failing.IsZero():
+				failing = time.Now()
+				fmt.Fprintf(a.stderr, "exportctl: export %s: waiting for Redis at %s: %s\n", id, c.addr, message(err))
+			case time.Since(failing) > exporter.DefaultLeaseTTL:
+				giveUp(err)
+				return
+			}
 		}
-		if failing.IsZero() {
-			failing = time.Now()
-			fmt.Fprintf(a.stderr, "exportctl: export %s: waiting for Redis at %s: %s\n", id, c.addr, message(err))
-		} else if time.Since(failing) > exporter.DefaultLeaseTTL {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
+	}()
+	job, err := c.exp.WaitExport(wctx, c.user, id)
+	giveUp(nil)
+	probe.Wait()
+	if err != nil && ctx.Err() == nil && context.Cause(wctx) != nil && !errors.Is(context.Cause(wctx), context.Canceled) {
+		err = context.Cause(wctx) // Redis stayed away
 	}
+	return job, err
 }
 
 // cancelInterrupted cancels export id after a signal and returns it as it
