@@ -396,3 +396,112 @@ func ExampleConfig_meterProvider() {
 	// exporter.exports.ended{status=completed} 1
 	// exporter.bytes.stored 14
 }
+
+func ExampleExporter_WatchExport() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	// Small chunks, so that a small export shows progress.
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{ChunkSize: 1024})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+
+	// A source that delivers one chunk, then the rest once the watcher
+	// below has seen the first.
+	r, w := io.Pipe()
+	seen := make(chan struct{})
+	go func() {
+		w.Write(make([]byte, 1024))
+		<-seen
+		w.Write(make([]byte, 2048))
+		w.Close()
+	}()
+	job, err := exp.StartExport(ctx, alice, r, exporter.WithTotal(3072))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Snapshots come as the job changes, at most one per WatchEvery; the
+	// last is the terminal one. An HTTP handler would send each as a
+	// Server-Sent Event.
+	progressed := false
+	for job, err := range exp.WatchExport(ctx, alice, job.ID, exporter.WatchEvery(20*time.Millisecond)) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		switch {
+		case job.Status.Terminal():
+			fmt.Println(job.Status, job.Bytes, "bytes")
+		case job.Bytes > 0 && !progressed:
+			fmt.Printf("%s %.0f%%\n", job.Status, 100*job.Progress())
+			progressed = true
+			close(seen)
+		}
+	}
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// running 33%
+	// completed 3072 bytes
+}
+
+func ExampleExporter_ListExports() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
+	for _, name := range []string{"january.csv", "february.csv", "march.csv"} {
+		job, err := exp.StartExport(ctx, alice, strings.NewReader("id\n1\n"),
+			exporter.WithMetadata(map[string]string{exporter.MetadataFilename: name}))
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := exp.WaitExport(ctx, alice, job.ID); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	// Newest first, two per page; Next continues the listing.
+	opts := exporter.ListOptions{Limit: 2}
+	for page := 1; ; page++ {
+		list, err := exp.ListExports(ctx, alice, opts)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, job := range list.Jobs {
+			fmt.Println(page, job.Metadata[exporter.MetadataFilename], job.Status)
+		}
+		if list.Next == "" {
+			break
+		}
+		opts.Cursor = list.Next
+	}
+
+	if err := exp.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// 1 march.csv completed
+	// 1 february.csv completed
+	// 2 january.csv completed
+}
