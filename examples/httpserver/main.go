@@ -30,6 +30,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/exporterkit/exporter"
 )
@@ -94,16 +95,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer closeRedis()
 
+	// The Exporter's metrics, served at GET /metrics (see metrics.go).
+	metrics := sdkmetric.NewManualReader()
+	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics))
+	defer meters.Shutdown(context.Background())
+
 	exp, err := exporter.New(exporter.NewRedisStore(client).WithPrefix(*prefix), exporter.Config{
 		AdminPermission: adminPermission,
 		Retention:       time.Hour,
 		MaxPerUser:      8, // a user's ninth export under way gets 503
 		Logger:          log,
+		MeterProvider:   meters,
 	})
 	if err != nil {
 		return err
 	}
 	srv := newServer(exp, log)
+	srv.mux.Handle("GET /metrics", metricsHandler(metrics))
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,

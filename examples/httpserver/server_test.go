@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -29,6 +30,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.uber.org/goleak"
 
 	"github.com/exporterkit/exporter"
@@ -1090,4 +1092,53 @@ func TestRunStartupErrors(t *testing.T) {
 	err = run(ctx, []string{"-addr", "127.0.0.1:-1"}, noEnv, &stdout, io.Discard)
 	require.Error(t, err)
 	require.NotContains(t, stdout.String(), "listening on")
+}
+
+// TestMetrics: GET /metrics shows the Exporter's OpenTelemetry metrics as
+// they move: exports started, ended by status, bytes stored.
+func TestMetrics(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { meters.Shutdown(context.Background()) })
+	in := newInstance(t, redisAddr(t), testPrefix(), exporter.Config{MeterProvider: meters},
+		func(s *server) { s.mux.Handle("GET /metrics", metricsHandler(reader)) })
+
+	type points map[string][]metricPoint
+	read := func() points {
+		t.Helper()
+		r := in.call(t, "GET", "/metrics", "", "")
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		require.Equal(t, "application/json", r.header.Get("Content-Type"))
+		var ps points
+		require.NoError(t, json.Unmarshal(r.body, &ps), "%s", r.body)
+		return ps
+	}
+	value := func(ps points, name string, attrs map[string]string) int64 {
+		for _, p := range ps[name] {
+			if maps.Equal(p.Attributes, attrs) && p.Value != nil {
+				return *p.Value
+			}
+		}
+		return 0
+	}
+
+	r := in.call(t, "POST", "/exports", "alice", `{"rows": 2000}`)
+	require.Equal(t, http.StatusAccepted, r.status, "%s", r.body)
+	var job exporter.Job
+	require.NoError(t, json.Unmarshal(r.body, &job))
+	done, err := in.exp.WaitExport(context.Background(), demoUser("alice"), job.ID)
+	require.NoError(t, err)
+	require.Equal(t, exporter.StatusCompleted, done.Status)
+
+	var ps points
+	require.Eventually(t, func() bool {
+		ps = read()
+		return value(ps, "exporter.exports.ended", map[string]string{"status": "completed"}) == 1
+	}, 5*time.Second, 10*time.Millisecond, "metrics: %v", ps)
+	require.Equal(t, int64(1), value(ps, "exporter.exports.started", nil))
+	require.Equal(t, done.Bytes, value(ps, "exporter.bytes.stored", nil))
+	require.Equal(t, int64(0), value(ps, "exporter.exports.running", nil))
+	durations := ps["exporter.export.duration"]
+	require.Len(t, durations, 1)
+	require.Equal(t, uint64(1), *durations[0].Count)
 }
