@@ -202,14 +202,29 @@ func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Dura
 	defer sub.Close()
 	for {
 		job, err := e.store.Get(ctx, id, "")
-		if err != nil || job.Status.Terminal() {
-			return job, err
+		switch {
+		case err == nil && job.Status.Terminal():
+			return job, nil
+		case err != nil && !transient(err):
+			return nil, err
 		}
-		// Until our event or the next re-read, whichever comes first.
+		// Until our event or the next re-read, whichever comes first. A
+		// subscription that fails (the store is away) is waited out until
+		// the re-read, like a failed read.
 		for deadline := time.Now().Add(poll); time.Until(deadline) > 0; {
 			ev, err := sub.Receive(ctx, time.Until(deadline))
-			if err != nil {
+			if err != nil && !transient(err) {
 				return nil, err
+			}
+			if err != nil {
+				t := time.NewTimer(time.Until(deadline))
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil, ctx.Err()
+				case <-t.C:
+				}
+				break
 			}
 			if ev.ID == id && ev.Job != nil {
 				return ev.Job, nil

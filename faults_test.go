@@ -1006,12 +1006,22 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 		job *Job
 		err error
 	}
-	waited, watched := make(chan result, 1), make(chan result, 1)
+	waited, watched, waitedStopped := make(chan result, 1), make(chan result, 1), make(chan result, 1)
 	first := make(chan struct{})
 	go func() {
 		j, err := waiter.WaitExport(ctx, alice, job.ID)
 		waited <- result{j, err}
 	}()
+	// After Shutdown, WaitExport subscribes for itself: its subscription
+	// fails during the cut too.
+	subscribed := &subscribeSignal{Store: NewRedisStore(faultClient(t, proxy.Addr())).WithPrefix(prefix), done: make(chan struct{})}
+	stopped := faultExporter(t, subscribed, cfg)
+	require.NoError(t, stopped.Shutdown(ctx))
+	go func() {
+		j, err := stopped.WaitExport(ctx, alice, job.ID)
+		waitedStopped <- result{j, err}
+	}()
+	<-subscribed.done
 	go func() {
 		var r result
 		for j, err := range waiter.WatchExport(ctx, alice, job.ID, WatchEvery(10*time.Millisecond)) {
@@ -1041,6 +1051,8 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 	select {
 	case r := <-waited:
 		t.Fatalf("WaitExport returned during the cut: %v, %v", r.job, r.err)
+	case r := <-waitedStopped:
+		t.Fatalf("WaitExport after Shutdown returned during the cut: %v, %v", r.job, r.err)
 	case r := <-watched:
 		t.Fatalf("WatchExport ended during the cut: %v, %v", r.job, r.err)
 	default:
@@ -1048,10 +1060,23 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 	require.Greater(t, proxy.Stats().Refused, int64(0), "nobody tried to reach the server during the cut")
 	proxy.Restore()
 
-	for _, ch := range []chan result{waited, watched} {
+	for _, ch := range []chan result{waited, watched, waitedStopped} {
 		r := <-ch
 		require.NoError(t, r.err)
 		require.Equal(t, StatusCompleted, r.job.Status)
 		require.Equal(t, int64(len(data)), r.job.Bytes)
 	}
+}
+
+// subscribeSignal is a Store that closes done at its first Subscribe.
+type subscribeSignal struct {
+	Store
+	once sync.Once
+	done chan struct{}
+}
+
+func (s *subscribeSignal) Subscribe(ctx context.Context) (Subscription, error) {
+	sub, err := s.Store.Subscribe(ctx)
+	s.once.Do(func() { close(s.done) })
+	return sub, err
 }
