@@ -193,13 +193,15 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 }
 
 // waitSubscribed is wait on a subscription of its own, for an Exporter
-// that has stopped listening.
+// that has stopped listening. A subscription or a re-read that fails for a
+// reason that may pass is tried again after poll.
 func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Duration) (*Job, error) {
-	sub, err := e.store.Subscribe(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Close()
+	var sub Subscription
+	defer func() {
+		if sub != nil {
+			sub.Close()
+		}
+	}()
 	for {
 		job, err := e.store.Get(ctx, id, "")
 		switch {
@@ -208,31 +210,51 @@ func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Dura
 		case err != nil && !transient(err):
 			return nil, err
 		}
-		// Until our event or the next re-read, whichever comes first. A
-		// subscription that fails (the store is away) is waited out until
-		// the re-read, like a failed read.
-		for deadline := time.Now().Add(poll); time.Until(deadline) > 0; {
-			ev, err := sub.Receive(ctx, time.Until(deadline))
-			if err != nil && !transient(err) {
+		if sub == nil {
+			if sub, err = e.store.Subscribe(ctx); err != nil && !transient(err) {
 				return nil, err
 			}
-			if err != nil {
-				t := time.NewTimer(time.Until(deadline))
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return nil, ctx.Err()
-				case <-t.C:
-				}
-				break
-			}
-			if ev.ID == id && ev.Job != nil {
-				return ev.Job, nil
-			}
-			if ev.ID == id {
-				break
-			}
 		}
+		// Until our event or the next re-read, whichever comes first.
+		ev, err := e.receiveFor(ctx, sub, id, poll)
+		switch {
+		case ev.Job != nil:
+			return ev.Job, nil
+		case err != nil && !transient(err):
+			return nil, err
+		}
+	}
+}
+
+// receiveFor waits up to d for an event of job id on sub (nil: none, wait
+// d): it returns the event, or the zero Event when d passed, another
+// event of id came without its job, or sub failed (then with its error;
+// sub recovers at its next Receive).
+func (e *Exporter) receiveFor(ctx context.Context, sub Subscription, id string, d time.Duration) (Event, error) {
+	deadline := time.Now().Add(d)
+	for sub != nil {
+		left := time.Until(deadline)
+		if left <= 0 { // Receive would take 0 for "no timeout"
+			return Event{}, nil
+		}
+		ev, err := sub.Receive(ctx, left)
+		if err != nil {
+			if !transient(err) {
+				return Event{}, err
+			}
+			break // wait out the rest of d
+		}
+		if ev.ID == id {
+			return ev, nil
+		}
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	case <-t.C:
+		return Event{}, nil
 	}
 }
 

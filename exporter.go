@@ -339,7 +339,6 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if err := e.enqueue(rn); err != nil {
 		return nil, err
 	}
-	e.ins.started.Add(ctx, 1)
 	if first {
 		t := time.NewTimer(e.pollInterval())
 		select {
@@ -425,6 +424,7 @@ func (e *Exporter) enqueue(rn *run) error {
 	}
 	defer e.mu.Unlock()
 	e.runs[rn.job.ID] = rn
+	e.ins.started.Add(rn.ctx, 1) // before its end can be counted
 	e.startBackground()
 	if e.running < e.cfg.MaxRunning {
 		e.running++
@@ -734,7 +734,11 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 		e.stop(ErrClosed)
 		for _, rn := range append(queued, running...) {
 			rn.cancel(ErrClosed)
-			e.end(rn, ErrClosed)
+			// A run stopped for another reason first (a cancel) ends for
+			// that one; one that just finished needs no end.
+			if cause := context.Cause(rn.ctx); !errors.Is(cause, errRunDone) {
+				e.end(rn, cause)
+			}
 		}
 		for _, rn := range queued {
 			e.wg.Add(1)

@@ -1012,8 +1012,8 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 		j, err := waiter.WaitExport(ctx, alice, job.ID)
 		waited <- result{j, err}
 	}()
-	// After Shutdown, WaitExport subscribes for itself: its subscription
-	// fails during the cut too.
+	// After Shutdown, WaitExport subscribes for itself: its first
+	// subscription fails, and the next ones during the cut.
 	subscribed := &subscribeSignal{Store: NewRedisStore(faultClient(t, proxy.Addr())).WithPrefix(prefix), done: make(chan struct{})}
 	stopped := faultExporter(t, subscribed, cfg)
 	require.NoError(t, stopped.Shutdown(ctx))
@@ -1068,7 +1068,8 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 	}
 }
 
-// subscribeSignal is a Store that closes done at its first Subscribe.
+// subscribeSignal is a Store whose first Subscribe fails, as on a
+// connection that dropped, and closes done.
 type subscribeSignal struct {
 	Store
 	once sync.Once
@@ -1076,7 +1077,11 @@ type subscribeSignal struct {
 }
 
 func (s *subscribeSignal) Subscribe(ctx context.Context) (Subscription, error) {
-	sub, err := s.Store.Subscribe(ctx)
-	s.once.Do(func() { close(s.done) })
-	return sub, err
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		close(s.done)
+		return nil, io.ErrUnexpectedEOF
+	}
+	return s.Store.Subscribe(ctx)
 }

@@ -259,3 +259,34 @@ func TestShutdownLogsAnAbandonedExportOnce(t *testing.T) {
 	job = waitFor(t, x, alice, job.ID, StatusFailed)
 	require.Contains(t, job.Error, ErrClosed.Error())
 }
+
+// A cancelled export whose source ignores Close is still in its Read when
+// Shutdown gives up: it stays cancelled, and counts and logs as cancelled,
+// not as failed by the shutdown.
+func TestShutdownAfterCancelKeepsTheCancel(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	h := newRecordingHandler()
+	m := newMeter(t)
+	x, err := New(e.store, Config{ChunkSize: testChunk, MeterProvider: m.provider, Logger: slog.New(h)})
+	require.NoError(t, err)
+	src := newStubborn([]byte("abc"), "")
+	job, err := x.StartExport(testCtx(t), alice, src)
+	require.NoError(t, err)
+	waitStatus(t, x, alice, job.ID, StatusRunning)
+	_, err = x.CancelExport(testCtx(t), alice, job.ID)
+	require.NoError(t, err)
+	release := time.AfterFunc(300*time.Millisecond, func() { close(src.release) }) // within the grace
+	defer release.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, x.Shutdown(ctx), context.Canceled)
+
+	got, err := x.GetExportStatus(testCtx(t), alice, job.ID)
+	require.NoError(t, err)
+	require.Equal(t, StatusCancelled, got.Status)
+	require.Equal(t, int64(1), m.value(t, "exporter.exports.ended", ended(StatusCancelled)))
+	require.Zero(t, m.value(t, "exporter.exports.ended", ended(StatusFailed)))
+	for _, r := range h.snapshot() {
+		require.NotEqual(t, "export failed", r.msg, "%+v", r)
+	}
+}

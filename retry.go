@@ -20,14 +20,15 @@ var errGap = errors.New("chunks missing")
 
 // transient reports whether err may pass if the call is repeated: a
 // connection that failed, or the reply of a server that is loading its
-// data, failing over or busy. The store's verdicts and other error replies
-// (NOPERM from an ACL, a script's error) are final.
+// data, failing over or busy. The store's verdicts, a closed client and
+// other error replies (NOPERM from an ACL, OOM, a script's error) are
+// final.
 func transient(err error) bool {
 	if err == nil {
 		return false
 	}
 	for _, final := range []error{ErrLeaseLost, ErrNotFound, ErrCorrupt, ErrNotReplicated, ErrInvalid,
-		errGap, context.Canceled, context.DeadlineExceeded} {
+		errGap, context.Canceled, context.DeadlineExceeded, redis.ErrClosed} {
 		if errors.Is(err, final) {
 			return false
 		}
@@ -40,7 +41,8 @@ func transient(err error) bool {
 				return true
 			}
 		}
-		return false
+		// Before Redis 7, an error inside a script came wrapped in ERR.
+		return strings.Contains(msg, "-READONLY")
 	}
 	return true
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,6 +38,8 @@ func TestTransient(t *testing.T) {
 		{"ACL refusal", replyError("NOPERM User u has no permissions to access the 'c' channel"), false},
 		{"script error", replyError("ERR user_script:1: bad argument"), false},
 		{"out of memory", replyError("OOM command not allowed when used memory > 'maxmemory'."), false},
+		{"replica, Redis 6 script", replyError("ERR Error running script (call to f_1): @user_script:1: -READONLY You can't write against a read only replica."), true},
+		{"client closed", fmt.Errorf("get: %w", redis.ErrClosed), false},
 		{"lease lost", fmt.Errorf("write x: %w", ErrLeaseLost), false},
 		{"not found", ErrNotFound, false},
 		{"corrupt", ErrCorrupt, false},

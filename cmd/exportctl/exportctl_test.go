@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/exporterkit/exporter"
@@ -478,10 +480,10 @@ func TestStartFailed(t *testing.T) {
 	require.Empty(t, res.stdout)
 }
 
-// TestStartLosesRedis: a start whose Redis goes away for good does not
-// wait forever: it says it waits for Redis, then gives up with exit 1 about
-// a lease after Redis stopped answering.
-func TestStartLosesRedis(t *testing.T) {
+// TestLosingRedis: a start, a wait and a watch whose Redis goes away for
+// good do not wait forever: each says it waits for Redis, then gives up
+// with exit 1 about a lease after Redis stopped answering.
+func TestLosingRedis(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	srv := redistest.StartT(t, redistest.Options{})
@@ -490,14 +492,28 @@ func TestStartLosesRedis(t *testing.T) {
 	worker.feed(2 * exporter.DefaultChunkSize)
 	id := worker.line(20 * time.Second)
 	e.waitRunning(id, exporter.DefaultChunkSize)
+	waiter := e.startProcess(false, "wait", id)
+	watcher := e.startProcess(false, "watch", id)
+	require.Contains(t, watcher.line(20*time.Second), "running") // past its first read
+	// The waiter prints nothing until the end: it is waiting once its
+	// Exporter has subscribed to the events (the worker's and the
+	// watcher's have too).
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	require.Eventually(t, func() bool {
+		n, err := rdb.PubSubNumSub(context.Background(), e.prefix+"events").Result()
+		return err == nil && n[e.prefix+"events"] == 3
+	}, 20*time.Second, 20*time.Millisecond, "the three processes never all subscribed")
 
 	require.NoError(t, srv.Kill())
 	killed := time.Now()
-	res := worker.wait(exporter.DefaultLeaseTTL + 20*time.Second)
-	require.Equal(t, exitError, res.code, "%s", res)
-	require.Contains(t, res.stderr, "waiting for Redis at "+srv.Addr)
-	require.Contains(t, res.stderr, "lost Redis at "+srv.Addr)
-	require.GreaterOrEqual(t, time.Since(killed), exporter.DefaultLeaseTTL, "gave up before a lease had passed")
+	for name, p := range map[string]*process{"start": worker, "wait": waiter, "watch": watcher} {
+		res := p.wait(exporter.DefaultLeaseTTL + 20*time.Second)
+		require.Equal(t, exitError, res.code, "%s: %s", name, res)
+		require.Contains(t, res.stderr, "waiting for Redis at "+srv.Addr, name)
+		require.Contains(t, res.stderr, "lost Redis at "+srv.Addr, name)
+		require.GreaterOrEqual(t, time.Since(killed), exporter.DefaultLeaseTTL, "%s gave up before a lease had passed", name)
+	}
 }
 
 // TestList: newest first, pages, -all, -json, another owner.

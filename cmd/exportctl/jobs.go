@@ -93,18 +93,41 @@ func (a *app) watch(ctx context.Context, args []string, every time.Duration) err
 		return err
 	}
 	var last *exporter.Job
-	for job, err := range c.exp.WatchExport(ctx, c.user, id, exporter.WatchEvery(every)) {
-		if err != nil {
-			return leftAlone(ctx, "watching", id, err)
+	wctx, stop := a.probeRedis(ctx, c, id)
+	defer stop()
+	// WatchExport rides out an outage after its first read; a first read
+	// that fails to reach Redis is tried again, for as long as the probe
+	// allows (as in waitOut).
+	for again := true; again; {
+		again = false
+		for job, err := range c.exp.WatchExport(wctx, c.user, id, exporter.WatchEvery(every)) {
+			if err != nil && last == nil && unreachable(err) && wctx.Err() == nil {
+				again = true
+				break
+			}
+			if err != nil {
+				if lost := stop(); lost != nil {
+					err = lost
+				}
+				return leftAlone(ctx, "watching", id, err)
+			}
+			last = job
+			if a.json {
+				err = writeJSON(a.stdout, job)
+			} else {
+				_, err = fmt.Fprintln(a.stdout, jobLine(job, time.Now()))
+			}
+			if err != nil {
+				return err
+			}
 		}
-		last = job
-		if a.json {
-			err = writeJSON(a.stdout, job)
-		} else {
-			_, err = fmt.Fprintln(a.stdout, jobLine(job, time.Now()))
-		}
-		if err != nil {
-			return err
+		if again {
+			t := time.NewTimer(500 * time.Millisecond)
+			select {
+			case <-wctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 		}
 	}
 	if last == nil || !last.Status.Terminal() {
@@ -122,7 +145,7 @@ func (a *app) wait(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	job, err := c.exp.WaitExport(ctx, c.user, id)
+	job, err := a.waitOut(ctx, c, id)
 	if err != nil {
 		return leftAlone(ctx, "waiting", id, err)
 	}

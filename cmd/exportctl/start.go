@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"mime"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -120,12 +121,9 @@ func (a *app) start(ctx context.Context, args []string, o *startOptions) error {
 		final, err = a.cancelInterrupted(ctx, c, job.ID)
 	}
 	if err != nil {
-		if !interrupted && !errors.Is(err, exporter.ErrNotFound) {
-			// Redis stayed away: the export cannot end well. run's
-			// Shutdown gives it -timeout, then fails it (or its lease
-			// lapses).
-			err = fmt.Errorf("lost Redis at %s: %w", c.addr, err)
-		}
+		// If Redis stayed away (the probe's "lost Redis"), the export
+		// cannot end well: run's Shutdown gives it -timeout, then fails it
+		// (or its lease lapses).
 		return fmt.Errorf("export %s: %w", job.ID, err)
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.timeout)
@@ -150,18 +148,50 @@ func (a *app) start(ctx context.Context, args []string, o *startOptions) error {
 	return outcome
 }
 
-// waitOut waits for the end of export id, which runs here. WaitExport
-// rides out a Redis outage (it re-reads until ctx is done), as the export
-// does for a while (it repeats failed writes); but an export whose Redis
-// stays away longer than its lease cannot end well, and its end cannot even
-// be recorded. So a probe pings Redis while the wait lasts, and gives up
-// the wait once Redis has not answered for DefaultLeaseTTL.
+// waitOut waits for the end of export id: WaitExport under probeRedis.
+// WaitExport rides out an outage after its first read; a first read that
+// fails to reach Redis is tried again here, for as long as the probe
+// allows.
 func (a *app) waitOut(ctx context.Context, c *conn, id string) (*exporter.Job, error) {
+	wctx, stop := a.probeRedis(ctx, c, id)
+	job, err := c.exp.WaitExport(wctx, c.user, id)
+	for err != nil && unreachable(err) && wctx.Err() == nil {
+		t := time.NewTimer(500 * time.Millisecond)
+		select {
+		case <-wctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		job, err = c.exp.WaitExport(wctx, c.user, id)
+	}
+	if lost := stop(); lost != nil && err != nil {
+		err = lost
+	}
+	return job, err
+}
+
+// unreachable reports whether err is a failure to reach Redis (a refused
+// or dropped connection, a network timeout), not an answer.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// probeRedis returns a context for a wait on export id that ends once
+// Redis has not answered for DefaultLeaseTTL, and the function that ends
+// the probe and returns that loss (nil if Redis stayed).
+//
+// WaitExport and WatchExport ride out a Redis outage: they re-read until
+// their ctx is done. That suits a service, but an operator waiting on a
+// Redis that has gone for good wants to be told; and an export whose Redis
+// stays away longer than its lease cannot end well (its end cannot even be
+// recorded). So a probe pings Redis while the wait lasts.
+func (a *app) probeRedis(ctx context.Context, c *conn, id string) (context.Context, func() error) {
 	wctx, giveUp := context.WithCancelCause(ctx)
-	defer giveUp(nil)
+	var lost error // set before giveUp, read after probe.Wait
 	var probe sync.WaitGroup
 	probe.Add(1)
-	go func() { // owned: waited for below
+	go func() { // owned: the returned function waits for it
 		defer probe.Done()
 		var failing time.Time
 		tick := time.NewTicker(500 * time.Millisecond)
@@ -184,18 +214,17 @@ func (a *app) waitOut(ctx context.Context, c *conn, id string) (*exporter.Job, e
 				failing = time.Now()
 				fmt.Fprintf(a.stderr, "exportctl: export %s: waiting for Redis at %s: %s\n", id, c.addr, message(err))
 			case time.Since(failing) > exporter.DefaultLeaseTTL:
-				giveUp(err)
+				lost = fmt.Errorf("lost Redis at %s: %w", c.addr, err)
+				giveUp(lost)
 				return
 			}
 		}
 	}()
-	job, err := c.exp.WaitExport(wctx, c.user, id)
-	giveUp(nil)
-	probe.Wait()
-	if err != nil && ctx.Err() == nil && context.Cause(wctx) != nil && !errors.Is(context.Cause(wctx), context.Canceled) {
-		err = context.Cause(wctx) // Redis stayed away
+	return wctx, func() error {
+		giveUp(nil)
+		probe.Wait()
+		return lost
 	}
-	return job, err
 }
 
 // cancelInterrupted cancels export id after a signal and returns it as it

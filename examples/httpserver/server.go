@@ -48,6 +48,11 @@ type server struct {
 	exp *exporter.Exporter
 	log *slog.Logger
 	mux *http.ServeMux
+	// csrf refuses state-changing requests that a browser sends from
+	// another origin: the demo login is a cookie, which a page of another
+	// origin on the same site (another port, a sibling subdomain) could
+	// otherwise use to start, cancel, log in or out.
+	csrf *http.CrossOriginProtection
 
 	// watchEvery is the least time between two progress events of one
 	// stream (exporter.WatchEvery); pingEvery is how often a stream sends
@@ -67,6 +72,7 @@ func newServer(exp *exporter.Exporter, logger *slog.Logger) *server {
 		exp:          exp,
 		log:          logger,
 		mux:          http.NewServeMux(),
+		csrf:         http.NewCrossOriginProtection(),
 		watchEvery:   exporter.DefaultWatchInterval,
 		pingEvery:    defaultPingEvery,
 		streams:      streams,
@@ -99,7 +105,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
 	h.Set("Referrer-Policy", "same-origin")
 	rec := &statusRecorder{ResponseWriter: w}
-	s.mux.ServeHTTP(rec, r)
+	if err := s.csrf.Check(r); err != nil {
+		s.fail(rec, r, fmt.Errorf("%w: %w", errCrossOrigin, err))
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
@@ -546,6 +556,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 var (
 	errEmptyBody            = errors.New("empty body")
 	errUnsupportedMediaType = errors.New("send the body as application/json")
+	errCrossOrigin          = errors.New("cross-origin request refused")
 )
 
 // apiError is the JSON body of every error response.
@@ -574,6 +585,7 @@ var errorCodes = []struct {
 	{exporter.ErrBusy, http.StatusServiceUnavailable, "busy"},
 	{exporter.ErrClosed, http.StatusServiceUnavailable, "shutting_down"},
 	{errUnsupportedMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type"},
+	{errCrossOrigin, http.StatusForbidden, "cross_origin"},
 }
 
 // errorBody returns the status and body for err. job, when not nil, is the

@@ -1142,3 +1142,46 @@ func TestMetrics(t *testing.T) {
 	require.Len(t, durations, 1)
 	require.Equal(t, uint64(1), *durations[0].Count)
 }
+
+// TestCrossOrigin: a browser page of another origin cannot use the demo
+// cookie to change anything (start, cancel, log in or out); the page's own
+// requests, and tools that send no Origin (curl), can.
+func TestCrossOrigin(t *testing.T) {
+	in := newInstance(t, redisAddr(t), testPrefix(), exporter.Config{})
+	send := func(method, path, contentType, body string, headers ...string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, in.ts.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.AddCookie(&http.Cookie{Name: userCookie, Value: "alice"})
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		for i := 0; i < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	foreign := []string{"Origin", "http://evil.localhost:3000"}
+	crossSite := []string{"Sec-Fetch-Site", "same-site"}
+	for _, h := range [][]string{foreign, crossSite} {
+		// What fetch(url, {mode: "no-cors", credentials: "include", body: blob}) sends.
+		require.Equal(t, http.StatusForbidden, send("POST", "/exports", "", `{"rows": 5}`, h...), h)
+		require.Equal(t, http.StatusForbidden, send("POST", "/login", "application/x-www-form-urlencoded", "user=mallory", h...), h)
+		require.Equal(t, http.StatusForbidden, send("POST", "/logout", "application/x-www-form-urlencoded", "", h...), h)
+	}
+	list := in.call(t, "GET", "/exports", "alice", "")
+	require.Equal(t, http.StatusOK, list.status)
+	require.JSONEq(t, `{"jobs":[]}`, string(list.body), "a refused start started nothing")
+
+	// The page itself (same origin), and curl (no Origin).
+	require.Equal(t, http.StatusAccepted, send("POST", "/exports", "application/json", `{"rows": 5}`,
+		"Origin", in.ts.URL, "Sec-Fetch-Site", "same-origin"))
+	require.Equal(t, http.StatusAccepted, send("POST", "/exports", "", `{"rows": 5}`))
+	// Safe methods are never refused.
+	require.Equal(t, http.StatusOK, send("GET", "/exports", "", "", foreign...))
+}
