@@ -21,7 +21,27 @@ import (
 )
 
 // The examples run on miniredis, an in-process Redis; a service passes its
-// own client, created with ContextTimeoutEnabled: true.
+// own client, created with ContextTimeoutEnabled: true. Example spells the
+// setup out; the others get it from newExampleExporter.
+
+// newExampleExporter returns an Exporter with cfg on a fresh miniredis, set
+// up as in Example, and the function that closes its client and the
+// miniredis (after the example's Shutdown).
+func newExampleExporter(cfg exporter.Config) (*exporter.Exporter, func()) {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	exp, err := exporter.New(exporter.NewRedisStore(client), cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return exp, func() {
+		client.Close()
+		mr.Close()
+	}
+}
 
 func Example() {
 	mr, err := miniredis.Run()
@@ -76,17 +96,8 @@ func Example() {
 }
 
 func ExampleExporter_StartExport() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -94,12 +105,12 @@ func ExampleExporter_StartExport() {
 	csv := "id,name\n1,Ada\n"
 	job, err := exp.StartExport(ctx, alice, strings.NewReader(csv),
 		exporter.WithTotal(int64(len(csv))), // for progress only
-		exporter.WithMetadata(map[string]string{"filename": "users.csv", "content-type": "text/csv"}))
+		exporter.WithMetadata(map[string]string{exporter.MetadataFilename: "users.csv", exporter.MetadataContentType: "text/csv"}))
 	if err != nil {
 		log.Fatal(err)
 	}
 	// StartExport returns as soon as the job is recorded.
-	fmt.Println(job.Status, job.Owner, job.Total, job.Metadata["filename"])
+	fmt.Println(job.Status, job.Owner, job.Total, job.Metadata[exporter.MetadataFilename])
 
 	// Starting needs the permission; nothing is recorded without it, and
 	// the reader is closed if it is an io.Closer.
@@ -123,17 +134,8 @@ func ExampleExporter_StartExport() {
 }
 
 func ExampleExporter_GetExportStatus() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{ChunkSize: 1024})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{ChunkSize: 1024})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -180,17 +182,8 @@ func ExampleExporter_GetExportStatus() {
 }
 
 func ExampleExporter_CancelExport() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -232,23 +225,14 @@ func ExampleExporter_CancelExport() {
 }
 
 func ExampleExporter_OpenExport() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
 	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
 	job, err := exp.StartExport(ctx, alice, strings.NewReader("0123456789abcdefghijklmnopqrstuvwxyz"),
-		exporter.WithMetadata(map[string]string{"filename": "alphabet.txt", "content-type": "text/plain"}))
+		exporter.WithMetadata(map[string]string{exporter.MetadataFilename: "alphabet.txt", exporter.MetadataContentType: "text/plain"}))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -273,8 +257,8 @@ func ExampleExporter_OpenExport() {
 		}
 		defer d.Close()
 		job := d.Job()
-		w.Header().Set("Content-Type", job.Metadata["content-type"])
-		http.ServeContent(w, r, job.Metadata["filename"], job.FinishedAt, d)
+		w.Header().Set("Content-Type", job.Metadata[exporter.MetadataContentType])
+		http.ServeContent(w, r, job.Metadata[exporter.MetadataFilename], job.FinishedAt, d)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /exports/{id}", download)
@@ -293,17 +277,8 @@ func ExampleExporter_OpenExport() {
 }
 
 func ExampleExporter_WaitExport() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
@@ -348,20 +323,10 @@ func ExampleExporter_WaitExport() {
 // in-memory reader; a service passes the MeterProvider that feeds its
 // dashboards.
 func ExampleConfig_meterProvider() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-
 	reader := sdkmetric.NewManualReader()
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{MeterProvider: provider})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{MeterProvider: provider})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
@@ -398,18 +363,9 @@ func ExampleConfig_meterProvider() {
 }
 
 func ExampleExporter_WatchExport() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
 	// Small chunks, so that a small export shows progress.
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{ChunkSize: 1024})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{ChunkSize: 1024})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
@@ -456,17 +412,8 @@ func ExampleExporter_WatchExport() {
 }
 
 func ExampleExporter_ListExports() {
-	mr, err := miniredis.Run()
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer mr.Close()
-	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
-	defer client.Close()
-	exp, err := exporter.New(exporter.NewRedisStore(client), exporter.Config{})
-	if err != nil {
-		log.Fatal(err)
-	}
+	exp, closeRedis := newExampleExporter(exporter.Config{})
+	defer closeRedis()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	alice := exporter.User{ID: "alice", Permissions: []string{"exporter"}}
