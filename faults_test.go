@@ -221,6 +221,31 @@ type faultCall struct {
 	call func(ctx context.Context) error
 }
 
+// faultCalls are one call of each kind, made by the fault tests while
+// Redis cannot answer: the status of statusOf, a wait for waitFor, a cancel
+// of victim, a download of the completed export done, and start.
+func faultCalls(x *Exporter, statusOf, waitFor, victim, done string, start func(context.Context) error) []faultCall {
+	return []faultCall{
+		{"GetExportStatus", func(ctx context.Context) error {
+			_, err := x.GetExportStatus(ctx, alice, statusOf)
+			return err
+		}},
+		{"StartExport", start},
+		{"CancelExport", func(ctx context.Context) error {
+			_, err := x.CancelExport(ctx, alice, victim)
+			return err
+		}},
+		{"OpenExport", func(ctx context.Context) error {
+			_, err := faultDownload(ctx, x, done)
+			return err
+		}},
+		{"WaitExport", func(ctx context.Context) error {
+			_, err := x.WaitExport(ctx, alice, waitFor)
+			return err
+		}},
+	}
+}
+
 // faultCallRound makes every call at once, each with a ctx of
 // faultCallTimeout, and returns their durations and errors by name.
 func faultCallRound(calls []faultCall) (map[string]time.Duration, map[string]error) {
@@ -593,32 +618,14 @@ func TestConnectionsCut(t *testing.T) {
 	proxy.Cut()
 	cutAt := time.Now()
 	lat, kinds := faultLatencies{}, faultErrors{}
-	calls := []faultCall{
-		{"GetExportStatus", func(ctx context.Context) error {
-			_, err := x.GetExportStatus(ctx, alice, done.ID)
-			return err
-		}},
-		{"StartExport", func(ctx context.Context) error {
-			src := newFaultSlowSource(randomBytes(faultChunk), faultChunk, time.Millisecond, nil)
-			_, err := x.StartExport(ctx, alice, src)
-			if err != nil && src.closes.Load() != 1 {
-				return fmt.Errorf("source closed %d times after a failed start", src.closes.Load())
-			}
-			return err
-		}},
-		{"CancelExport", func(ctx context.Context) error {
-			_, err := x.CancelExport(ctx, alice, victim.ID)
-			return err
-		}},
-		{"OpenExport", func(ctx context.Context) error {
-			_, err := faultDownload(ctx, x, done.ID)
-			return err
-		}},
-		{"WaitExport", func(ctx context.Context) error {
-			_, err := x.WaitExport(ctx, alice, exports[0].id)
-			return err
-		}},
-	}
+	calls := faultCalls(x, done.ID, exports[0].id, victim.ID, done.ID, func(ctx context.Context) error {
+		src := newFaultSlowSource(randomBytes(faultChunk), faultChunk, time.Millisecond, nil)
+		_, err := x.StartExport(ctx, alice, src)
+		if err != nil && src.closes.Load() != 1 {
+			return fmt.Errorf("source closed %d times after a failed start", src.closes.Load())
+		}
+		return err
+	})
 	// Three rounds, all calls at once in each, well inside the 2 s cut.
 	for round := range 3 {
 		time.Sleep(time.Until(cutAt.Add(time.Duration(round) * 600 * time.Millisecond)))
@@ -917,28 +924,10 @@ func TestRedisPaused(t *testing.T) {
 	require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", "3000", "ALL").Err())
 	pausedAt := time.Now()
 	lat, kinds := faultLatencies{}, faultErrors{}
-	calls := []faultCall{
-		{"GetExportStatus", func(ctx context.Context) error {
-			_, err := x.GetExportStatus(ctx, alice, exports[0].id)
-			return err
-		}},
-		{"StartExport", func(ctx context.Context) error {
-			_, err := x.StartExport(ctx, alice, bytes.NewReader(randomBytes(10)))
-			return err
-		}},
-		{"CancelExport", func(ctx context.Context) error {
-			_, err := x.CancelExport(ctx, alice, victim.ID)
-			return err
-		}},
-		{"OpenExport", func(ctx context.Context) error {
-			_, err := faultDownload(ctx, x, done.ID)
-			return err
-		}},
-		{"WaitExport", func(ctx context.Context) error {
-			_, err := x.WaitExport(ctx, alice, exports[0].id)
-			return err
-		}},
-	}
+	calls := faultCalls(x, exports[0].id, exports[0].id, victim.ID, done.ID, func(ctx context.Context) error {
+		_, err := x.StartExport(ctx, alice, bytes.NewReader(randomBytes(10)))
+		return err
+	})
 	// Two rounds, all calls at once in each, well inside the 3 s pause.
 	for round := range 2 {
 		time.Sleep(time.Until(pausedAt.Add(time.Duration(round) * time.Second)))
