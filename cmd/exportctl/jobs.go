@@ -66,11 +66,7 @@ stops (its 'exportctl start' exits 7). Cancelling a cancelled export is fine
 }
 
 func (a *app) status(ctx context.Context, args []string) error {
-	id, err := oneID("status", args)
-	if err != nil {
-		return err
-	}
-	c, err := a.connect(ctx, exporter.Config{})
+	id, c, err := a.connectFor(ctx, "status", args)
 	if err != nil {
 		return err
 	}
@@ -84,11 +80,7 @@ func (a *app) status(ctx context.Context, args []string) error {
 }
 
 func (a *app) watch(ctx context.Context, args []string, every time.Duration) error {
-	id, err := oneID("watch", args)
-	if err != nil {
-		return err
-	}
-	c, err := a.connect(ctx, exporter.Config{})
+	id, c, err := a.connectFor(ctx, "watch", args)
 	if err != nil {
 		return err
 	}
@@ -112,12 +104,7 @@ func (a *app) watch(ctx context.Context, args []string, every time.Duration) err
 				return leftAlone(ctx, "watching", id, err)
 			}
 			last = job
-			if a.json {
-				err = writeJSON(a.stdout, job)
-			} else {
-				_, err = fmt.Fprintln(a.stdout, jobLine(job, time.Now()))
-			}
-			if err != nil {
+			if err := a.printLine(job); err != nil {
 				return err
 			}
 		}
@@ -137,11 +124,7 @@ func (a *app) watch(ctx context.Context, args []string, every time.Duration) err
 }
 
 func (a *app) wait(ctx context.Context, args []string) error {
-	id, err := oneID("wait", args)
-	if err != nil {
-		return err
-	}
-	c, err := a.connect(ctx, exporter.Config{})
+	id, c, err := a.connectFor(ctx, "wait", args)
 	if err != nil {
 		return err
 	}
@@ -149,20 +132,11 @@ func (a *app) wait(ctx context.Context, args []string) error {
 	if err != nil {
 		return leftAlone(ctx, "waiting", id, err)
 	}
-	if a.json {
-		err = writeJSON(a.stdout, job)
-	} else {
-		_, err = fmt.Fprintln(a.stdout, jobLine(job, time.Now()))
-	}
-	return errors.Join(terminalOutcome(job), err)
+	return errors.Join(terminalOutcome(job), a.printLine(job))
 }
 
 func (a *app) cancel(ctx context.Context, args []string) error {
-	id, err := oneID("cancel", args)
-	if err != nil {
-		return err
-	}
-	c, err := a.connect(ctx, exporter.Config{})
+	id, c, err := a.connectFor(ctx, "cancel", args)
 	if err != nil {
 		return err
 	}
@@ -186,6 +160,26 @@ func leftAlone(ctx context.Context, doing, id string, err error) error {
 	if ctx.Err() != nil {
 		return codedErrorf(exitInterrupted, "interrupted: stopped %s; export %s carries on", doing, id)
 	}
+	return err
+}
+
+// connectFor returns the one export id in the arguments of cmd, and a
+// connection to act on it.
+func (a *app) connectFor(ctx context.Context, cmd string, args []string) (string, *conn, error) {
+	id, err := oneID(cmd, args)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := a.connect(ctx, exporter.Config{})
+	return id, c, err
+}
+
+// printLine prints job as one line, as watch and wait do.
+func (a *app) printLine(job *exporter.Job) error {
+	if a.json {
+		return writeJSON(a.stdout, job)
+	}
+	_, err := fmt.Fprintln(a.stdout, jobLine(job, time.Now()))
 	return err
 }
 
