@@ -32,9 +32,8 @@ func WatchEvery(d time.Duration) WatchOption {
 // may pass is tried again at the next interval rather than ending the
 // sequence.
 // The first item is therefore the job as GetExportStatus would return it,
-// or its error: an HTTP handler can take it with iter.Pull and answer 404
-// before it commits to a stream (examples/httpserver checks first with
-// GetExportStatus, which costs one more read).
+// or its error: an HTTP handler can take it first and answer 404 before it
+// commits to a stream, as examples/httpserver does.
 //
 // Bytes advances a chunk (Job.ChunkSize) at a time, so a slow source shows
 // progress in steps: at 64 KiB chunks, a source that delivers 1 KiB a

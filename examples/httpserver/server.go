@@ -464,12 +464,6 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	// Refuse an unknown id or another user's job with a JSON error while
-	// the status can still be set.
-	if _, err := s.exp.GetExportStatus(r.Context(), user, id); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 
 	// The stream ends when the client goes, or when the server shuts down.
 	ctx, cancel := context.WithCancel(r.Context())
@@ -497,6 +491,23 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
+	// The first snapshot is the job as it is, or why it cannot be watched:
+	// an unknown id or another user's job is refused with a JSON error
+	// while the status can still be set.
+	var first snapshot
+	select {
+	case <-ctx.Done():
+	case snap, ok := <-snapshots:
+		if !ok { // WatchExport yields at least once unless ctx is done
+			return
+		}
+		first = snap
+	}
+	if first.err != nil && ctx.Err() == nil {
+		s.fail(w, r, first.err)
+		return
+	}
+
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -511,7 +522,32 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush() == nil
 	}
-	if !send("retry: 2000\n\n") {
+	// emit sends one snapshot and reports whether the stream goes on.
+	emit := func(snap snapshot) bool {
+		if snap.err != nil {
+			status, body := errorBody(snap.err, nil)
+			s.logFailure(r, status, snap.err)
+			data, _ := json.Marshal(body)
+			send("event: error\ndata: %s\n\n", data)
+			return false
+		}
+		data, err := json.Marshal(snap.job)
+		if err != nil {
+			s.log.ErrorContext(r.Context(), "encoding a job", "job", id, "err", err)
+			return false
+		}
+		if !send("event: job\ndata: %s\n\n", data) {
+			return false
+		}
+		if snap.job.Status.Terminal() {
+			send("event: end\ndata: {\"id\":%q,\"status\":%q}\n\n", snap.job.ID, snap.job.Status)
+			return false
+		}
+		return true
+	}
+	// A stream of a server that shuts down ends at once, with a retry
+	// the browser follows to another instance.
+	if !send("retry: 2000\n\n") || ctx.Err() != nil || !emit(first) {
 		return
 	}
 	ping := time.NewTicker(s.pingEvery)
@@ -525,26 +561,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case snap, ok := <-snapshots:
-			switch {
-			case !ok || ctx.Err() != nil:
-				return
-			case snap.err != nil:
-				status, body := errorBody(snap.err, nil)
-				s.logFailure(r, status, snap.err)
-				data, _ := json.Marshal(body)
-				send("event: error\ndata: %s\n\n", data)
-				return
-			}
-			data, err := json.Marshal(snap.job)
-			if err != nil {
-				s.log.ErrorContext(r.Context(), "encoding a job", "job", id, "err", err)
-				return
-			}
-			if !send("event: job\ndata: %s\n\n", data) {
-				return
-			}
-			if snap.job.Status.Terminal() {
-				send("event: end\ndata: {\"id\":%q,\"status\":%q}\n\n", snap.job.ID, snap.job.Status)
+			if !ok || ctx.Err() != nil || !emit(snap) {
 				return
 			}
 		}
