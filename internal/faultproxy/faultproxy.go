@@ -9,7 +9,10 @@
 //   - keep forwarding the client's bytes to the server but discard the
 //     server's replies (DropReplies): the server applies commands whose
 //     replies are lost, which is what makes a client retry a write that was
-//     already applied.
+//     already applied;
+//   - hold what one connection sends from a given Redis command on (HoldNext),
+//     and deliver part of it later (Release): a write that the client gave
+//     up on reaches the server late and in part, after its retry.
 //
 // A refused connection is accepted and closed at once: the client's dial
 // succeeds and its first read ends, which clients treat as a dropped
@@ -32,6 +35,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -58,6 +63,10 @@ type Proxy struct {
 
 	drop atomic.Bool
 
+	hold   string // HoldNext's command name, until a link takes it
+	holder *link  // the link that took it, until Release
+	took   chan struct{}
+
 	accepted, refused, severed atomic.Int64
 	up, down, dropped          atomic.Int64
 }
@@ -67,6 +76,19 @@ type Proxy struct {
 type link struct {
 	client, server net.Conn
 	once           sync.Once
+
+	// Set once the link holds what its client sends (HoldNext), under the
+	// proxy's mu: the held bytes, whole commands only, and each command's
+	// name and end offset in held.
+	holding  bool
+	held     []byte
+	cmds     []heldCommand
+	released chan struct{} // closed by Release
+}
+
+type heldCommand struct {
+	name string
+	end  int
 }
 
 // close ends both sides; the copy goroutines then return.
@@ -140,6 +162,84 @@ func (p *Proxy) Restore() {
 // client reading a request-reply protocol is out of step on that
 // connection, so a test usually follows DropReplies(false) with Cut.
 func (p *Proxy) DropReplies(on bool) { p.drop.Store(on) }
+
+// HoldNext makes the next connection whose client sends a command named
+// name (in any case) hold from that command on: the proxy forwards nothing
+// more that the client sends on it, and keeps its side towards the server
+// open after the client closes it, until Release. Replies to what was sent
+// before still flow. Commands are told apart by parsing what clients send
+// as RESP arrays, so this works for Redis clients only. It replaces a hold
+// that no connection has taken yet.
+func (p *Proxy) HoldNext(name string) {
+	p.mu.Lock()
+	p.hold, p.holder, p.took = name, nil, make(chan struct{})
+	p.mu.Unlock()
+}
+
+// Held waits up to timeout for a connection to take the hold of HoldNext,
+// and returns the names of the whole commands it holds so far, in order.
+func (p *Proxy) Held(timeout time.Duration) ([]string, error) {
+	p.mu.Lock()
+	took := p.took
+	p.mu.Unlock()
+	if took == nil {
+		return nil, errors.New("faultproxy: Held without HoldNext")
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-took:
+	case <-t.C:
+		return nil, fmt.Errorf("faultproxy: no connection sent the held command within %v", timeout)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	names := make([]string, len(p.holder.cmds))
+	for i, c := range p.holder.cmds {
+		names[i] = c.name
+	}
+	return names, nil
+}
+
+// Release delivers to the server the held connection's commands up to and
+// including the first one named through (all of them if through is ""),
+// then closes that connection: the server runs what it received, as it
+// would a late part of a pipeline that its client gave up on. It returns
+// the address the server knows that connection by (as in CLIENT LIST).
+func (p *Proxy) Release(through string) (string, error) {
+	p.mu.Lock()
+	l := p.holder
+	p.holder, p.hold = nil, ""
+	if l == nil {
+		p.mu.Unlock()
+		return "", errors.New("faultproxy: Release without a held connection")
+	}
+	n := len(l.held)
+	if through != "" {
+		n = -1
+		for _, c := range l.cmds {
+			if strings.EqualFold(c.name, through) {
+				n = c.end
+				break
+			}
+		}
+	}
+	out := slices.Clone(l.held)
+	l.holding = false
+	p.mu.Unlock()
+	defer func() {
+		close(l.released)
+		l.close()
+	}()
+	if n < 0 {
+		return "", fmt.Errorf("faultproxy: the held connection sent no %s", through)
+	}
+	if _, err := l.server.Write(out[:n]); err != nil {
+		return "", fmt.Errorf("faultproxy: release: %w", err)
+	}
+	p.up.Add(int64(n))
+	return l.server.LocalAddr().String(), nil
+}
 
 // Stats are the proxy's counters since Start.
 type Stats struct {
@@ -256,7 +356,18 @@ func (p *Proxy) serve(c net.Conn) {
 	wg.Add(1)
 	go func() { // owned: serve waits for it below
 		defer wg.Done()
-		p.copy(s, c, nil, &p.up)
+		p.copyUp(l)
+		// A held link keeps its server side open for Release, after its
+		// client gave up on it.
+		p.mu.Lock()
+		released := l.released
+		p.mu.Unlock()
+		if released != nil {
+			select {
+			case <-released:
+			case <-p.ctx.Done():
+			}
+		}
 		l.close()
 	}()
 	p.copy(c, s, &p.drop, &p.down)
@@ -266,6 +377,56 @@ func (p *Proxy) serve(c net.Conn) {
 	p.mu.Lock()
 	delete(p.links, l)
 	p.mu.Unlock()
+}
+
+// copyUp moves what the client of l sends to the server until either
+// fails, command by command: a command that takes the hold of HoldNext,
+// and everything after it, is kept in l instead.
+func (p *Proxy) copyUp(l *link) {
+	buf := make([]byte, 32<<10)
+	var cmds commandSplitter
+	for {
+		m, err := l.client.Read(buf)
+		if m > 0 {
+			ok := true
+			cmds.split(buf[:m], func(seg []byte, name string, first, last bool) {
+				if ok {
+					ok = p.route(l, seg, name, first, last)
+				}
+			})
+			if !ok {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// route forwards seg, a part of one command (its first part, named, or
+// its last), or holds it. It reports whether the link is still usable.
+func (p *Proxy) route(l *link, seg []byte, name string, first, last bool) bool {
+	p.mu.Lock()
+	if first && !l.holding && p.hold != "" && p.holder == nil && strings.EqualFold(name, p.hold) {
+		l.holding, l.released = true, make(chan struct{})
+		p.holder = l
+		close(p.took)
+	}
+	if l.holding {
+		l.held = append(l.held, seg...)
+		if last {
+			l.cmds = append(l.cmds, heldCommand{name: name, end: len(l.held)})
+		}
+		p.mu.Unlock()
+		return true
+	}
+	p.mu.Unlock()
+	if _, err := l.server.Write(seg); err != nil {
+		return false
+	}
+	p.up.Add(int64(len(seg)))
+	return true
 }
 
 // copy moves bytes from src to dst until either fails, counting them in n,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,4 +318,55 @@ func TestConcurrentCuts(t *testing.T) {
 	p.Close()
 	require.Zero(t, p.Stats().Open)
 	t.Logf("stats: %+v", p.Stats())
+}
+
+// TestHoldAndRelease holds a connection from its RPUSHX on, lets its
+// client give up on it, and delivers the held commands through RPUSHX:
+// the server gets exactly the commands before the hold and those up to
+// the end of RPUSHX, and the connection then closes. Another connection
+// is not held.
+func TestHoldAndRelease(t *testing.T) {
+	echo := startEcho(t)
+	p := faultproxy.StartT(t, echo.Addr())
+	c := dial(t, p.Addr())
+	ping := resp("PING")
+	require.NoError(t, roundTrip(c, ping))
+
+	p.HoldNext("rpushx")
+	held := bytes.Join([][]byte{resp("MULTI"), resp("RPUSHX", "k", "a", "b"), resp("EVALSHA", "f", "1", "k"), resp("EXEC")}, nil)
+	_, err := c.Write(held[:len(resp("MULTI"))])
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Second)))
+	got := make([]byte, len(resp("MULTI")))
+	_, err = io.ReadFull(c, got) // MULTI came before the hold
+	require.NoError(t, err)
+	_, err = c.Write(held[len(resp("MULTI")):])
+	require.NoError(t, err)
+	names, err := p.Held(5 * time.Second)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { names, _ = p.Held(0); return len(names) == 3 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, []string{"RPUSHX", "EVALSHA", "EXEC"}, names)
+
+	other := dial(t, p.Addr())
+	require.NoError(t, roundTrip(other, resp("RPUSHX", "k", "c")), "a second connection was held")
+
+	before := echo.received.Load()
+	c.Close() // the client gives up; the server side stays for Release
+	addr, err := p.Release("RPUSHX")
+	require.NoError(t, err)
+	require.NotEmpty(t, addr)
+	want := int64(len(resp("RPUSHX", "k", "a", "b")))
+	require.Eventually(t, func() bool { return echo.received.Load() == before+want }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return p.Stats().Open == 1 }, 5*time.Second, time.Millisecond)
+	_, err = p.Release("")
+	require.Error(t, err, "a second Release without a hold")
+}
+
+func resp(args ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return []byte(b.String())
 }
