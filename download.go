@@ -151,6 +151,9 @@ func (d *Download) WriteTo(w io.Writer) (int64, error) {
 				return total, err
 			}
 			n, werr := w.Write(span)
+			if n < 0 || n > len(span) {
+				return total, d.errorf(fmt.Errorf("%w: the writer returned %d for a write of %d bytes", ErrInvalid, n, len(span)))
+			}
 			total += int64(n)
 			d.advance(span[:n])
 			switch {
@@ -262,16 +265,19 @@ func (d *Download) Seek(offset int64, whence int) (int64, error) {
 	if d.closed.Load() {
 		return 0, d.errorf(errDownloadClosed)
 	}
-	var abs int64
+	var base int64
 	switch whence {
 	case io.SeekStart:
-		abs = offset
 	case io.SeekCurrent:
-		abs = d.off + offset
+		base = d.off
 	case io.SeekEnd:
-		abs = d.Size() + offset
+		base = d.Size()
 	default:
 		return 0, d.errorf(fmt.Errorf("%w: Seek whence %d", ErrInvalid, whence))
+	}
+	abs := base + offset
+	if offset > 0 && abs < base {
+		return 0, d.errorf(fmt.Errorf("%w: Seek offset %d from %d overflows", ErrInvalid, offset, base))
 	}
 	if abs < 0 {
 		return 0, d.errorf(fmt.Errorf("%w: Seek to negative offset %d", ErrInvalid, abs))
@@ -296,6 +302,10 @@ func (d *Download) fetch(first int64, n int) ([][]byte, error) {
 	chunks, err := d.store.ReadChunks(d.ctx, d.job.ID, int(first), n)
 	if err != nil {
 		return nil, d.errorf(err)
+	}
+	if len(chunks) == 0 && n > 0 {
+		return nil, d.errorf(fmt.Errorf("%w: chunks %d..%d are gone from Redis: the export's data was evicted or deleted (Redis must run with maxmemory-policy noeviction)",
+			ErrCorrupt, first, first+int64(n)-1))
 	}
 	if len(chunks) != n {
 		return nil, d.errorf(fmt.Errorf("%w: %d of chunks %d..%d stored", ErrCorrupt, len(chunks), first, first+int64(n)-1))

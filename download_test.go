@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -330,5 +331,47 @@ func TestWaitAcrossShutdown(t *testing.T) {
 				t.Fatal("a waiter missed the end (the re-read interval is 2 s)")
 			}
 		}
+	})
+}
+
+// badWriter claims to have written more than it was given.
+type badWriter struct{}
+
+func (badWriter) Write(p []byte) (int, error) { return len(p) + 1, nil }
+
+// TestDownloadBadWriterAndSeek: a writer that reports more bytes than it
+// was given makes WriteTo (and io.Copy) return ErrInvalid instead of
+// panicking, and a Seek whose offset overflows says so; an export whose
+// data was evicted says so plainly on download.
+func TestDownloadBadWriterAndSeek(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		x := e.exporter(t, Config{ChunkSize: testChunk})
+		job := completedExport(t, x, randomBytes(3*testChunk+1))
+		d, err := x.OpenExport(ctx, alice, job.ID)
+		require.NoError(t, err)
+		defer d.Close()
+		_, err = d.WriteTo(badWriter{})
+		require.ErrorIs(t, err, ErrInvalid)
+		_, err = d.Seek(0, io.SeekStart)
+		require.NoError(t, err)
+		_, err = io.Copy(badWriter{}, d)
+		require.ErrorIs(t, err, ErrInvalid)
+
+		_, err = d.Seek(10, io.SeekStart)
+		require.NoError(t, err)
+		_, err = d.Seek(math.MaxInt64, io.SeekCurrent)
+		require.ErrorIs(t, err, ErrInvalid)
+		require.ErrorContains(t, err, "overflows")
+		_, err = d.Seek(math.MaxInt64, io.SeekEnd)
+		require.ErrorContains(t, err, "overflows")
+
+		require.NoError(t, e.client.Del(ctx, e.store.keys(job.ID)[1]).Err()) // evicted
+		d, err = x.OpenExport(ctx, alice, job.ID)
+		require.NoError(t, err)
+		defer d.Close()
+		_, err = io.ReadAll(d)
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, "evicted or deleted")
 	})
 }
