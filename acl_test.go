@@ -26,17 +26,16 @@ import (
 // commands and keys alike). docs/security.md shows the same list.
 var aclCommands = []string{
 	// Sent by RedisStore: scripts by hash, by body when the server lacks
-	// them (script.Run) or loaded first (the pipelined writes); chunk
-	// appends; status and download reads; the owner's index of jobs
-	// (ListExports); the events subscription. go-redis sends no PING or
-	// UNSUBSCRIBE for it: the library neither pings nor unsubscribes, it
-	// closes the connection.
-	"evalsha", "eval", "script|load", "rpushx", "hgetall", "lrange", "exists",
-	"zadd", "zremrangebyscore", "zrevrangebyscore", "zrem", "pexpire",
-	"subscribe",
+	// them (script.Run, the owner's index) or loaded first (the writes);
+	// chunk appends, in a transaction with their script; status and
+	// download reads; the owner's index of jobs (ListExports); the events
+	// subscription. go-redis sends no PING or UNSUBSCRIBE for it: the
+	// library neither pings nor unsubscribes, it closes the connection.
+	"evalsha", "eval", "script|load", "multi", "exec", "rpushx", "hgetall", "lrange", "exists",
+	"zrevrangebyscore", "zrem", "subscribe",
 	// Called by the scripts.
-	"time", "hset", "hget", "hmget", "set", "get", "del",
-	"rpush", "llen", "ltrim", "lpop", "publish",
+	"time", "hset", "hget", "hmget", "set", "get", "del", "pexpire", "pttl",
+	"rpush", "llen", "ltrim", "lpop", "publish", "zadd", "zrangebyscore",
 }
 
 // aclClusterRules are added to aclRule for a Redis Cluster.
@@ -193,10 +192,12 @@ func TestACL(t *testing.T) {
 		require.NotEqual(t, done.ID, j.ID)
 	}
 
-	// Nothing was refused, not even a command whose refusal go-redis ignores.
+	// Nothing was refused, not even a command whose refusal go-redis
+	// ignores, but the eviction check's CONFIG GET, which the rule leaves
+	// out on purpose (CONFIG GET also reads passwords).
 	entries, err := root.Do(ctx, "acl", "log").Slice()
 	require.NoError(t, err)
-	require.Empty(t, entries, "ACL LOG: commands were refused")
+	require.Empty(t, aclRefusals(entries), "ACL LOG: commands were refused")
 
 	// The server saw exactly the granted commands, and HELLO: the rule is
 	// the least the library needs (a command it no longer sends shows up
@@ -488,7 +489,7 @@ func TestACLCluster(t *testing.T) {
 	for _, root := range roots {
 		entries, err := root.Do(ctx, "acl", "log").Slice()
 		require.NoError(t, err)
-		for _, entry := range entries {
+		for _, entry := range aclRefusals(entries) {
 			require.NotContains(t, fmt.Sprint(entry), user, "ACL LOG of %s", root.Options().Addr)
 		}
 	}
@@ -512,4 +513,17 @@ func TestACLDocumented(t *testing.T) {
 		want = append(want, r.(string))
 	}
 	require.Equal(t, strings.Join(want, " "), line)
+}
+
+// aclRefusals returns the entries of ACL LOG but the refusals of the
+// eviction check's CONFIG GET (see eviction.go), which the documented
+// rule does not grant and the Exporter expects.
+func aclRefusals(entries []any) []any {
+	var out []any
+	for _, e := range entries {
+		if !strings.Contains(fmt.Sprint(e), "config|get") {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -171,8 +171,13 @@ type Exporter struct {
 	// under; stop cancels it with ErrClosed when Shutdown gives up waiting.
 	base context.Context
 	stop context.CancelCauseFunc
-	wg   sync.WaitGroup
-	bufs bufferPool // chunk buffers of cfg.ChunkSize
+	// leases is the lease keeper's context. Shutdown cancels it last, once
+	// the ends of the runs it gave up on are recorded: until then their
+	// leases must not lapse (they would read "worker lost").
+	leases     context.Context
+	stopLeases context.CancelFunc
+	wg         sync.WaitGroup
+	bufs       bufferPool // chunk buffers of cfg.ChunkSize
 
 	mu         sync.Mutex
 	closed     bool          // Shutdown was called: no new starts
@@ -206,17 +211,20 @@ func New(store Store, cfg Config) (*Exporter, error) {
 		return nil, err
 	}
 	base, stop := context.WithCancelCause(context.Background())
+	leases, stopLeases := context.WithCancel(context.WithoutCancel(base))
 	e := &Exporter{
-		store:   store,
-		cfg:     cfg,
-		log:     cfg.Logger,
-		base:    base,
-		stop:    stop,
-		runs:    make(map[string]*run),
-		waiters: make(map[string]map[chan Event]struct{}),
-		perUser: make(map[string]int),
-		idle:    make(chan struct{}),
-		bufs:    bufferPool{size: cfg.ChunkSize},
+		store:      store,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		base:       base,
+		stop:       stop,
+		leases:     leases,
+		stopLeases: stopLeases,
+		runs:       make(map[string]*run),
+		waiters:    make(map[string]map[chan Event]struct{}),
+		perUser:    make(map[string]int),
+		idle:       make(chan struct{}),
+		bufs:       bufferPool{size: cfg.ChunkSize},
 	}
 	ins, err := newInstruments(cfg.MeterProvider, e)
 	if err != nil {
@@ -229,14 +237,17 @@ func New(store Store, cfg Config) (*Exporter, error) {
 
 // run is one export held by this Exporter, pending or running.
 type run struct {
-	job    *Job         // as created; ChunkSize and ID are what the copy needs
-	log    *slog.Logger // the Exporter's, with the job's id and owner
-	start  time.Time    // when StartExport was called
-	final  Status       // how it ended, once known (under e.mu); "" means failed or cancelled, by ctx's cause
-	lease  Lease
-	r      io.Reader
-	ctx    context.Context // cancelled with the reason the run must stop
-	cancel context.CancelCauseFunc
+	job   *Job         // as created; ChunkSize and ID are what the copy needs
+	log   *slog.Logger // the Exporter's, with the job's id and owner
+	start time.Time    // when StartExport was called
+	final Status       // how it ended, once known (under e.mu); "" means failed or cancelled, by ctx's cause
+	lease Lease
+	// renewed is when the lease was last renewed (by the lease keeper,
+	// which alone uses it), or created.
+	renewed time.Time
+	r       io.Reader
+	ctx     context.Context // cancelled with the reason the run must stop
+	cancel  context.CancelCauseFunc
 
 	closeOnce sync.Once
 }
@@ -278,7 +289,11 @@ func closeSource(r io.Reader, log *slog.Logger) {
 // (WithTotal above MaxBytes), ErrBusy, ErrClosed, or the store's error.
 // Nothing is written when it returns one of the sentinels, with one
 // exception: a start that Shutdown gave up on while the job was being
-// recorded returns ErrClosed and leaves that job failed.
+// recorded returns ErrClosed and leaves that job failed. When it returns
+// the store's error or ctx's, the job may have been recorded all the same
+// (a reply that came too late): the Exporter then removes it in the
+// background, so no job that a caller was told failed to start is left
+// behind.
 func (e *Exporter) StartExport(ctx context.Context, user User, r io.Reader, opts ...StartOption) (*Job, error) {
 	job, err := e.startExport(ctx, user, r, opts)
 	if err != nil {
@@ -321,10 +336,11 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	rn := &run{
 		job: &Job{ID: id, Owner: user.ID, Status: StatusPending, Total: o.total,
 			Metadata: o.metadata, ChunkSize: e.cfg.ChunkSize},
-		log:   e.log.With("job", id, "owner", user.ID),
-		start: start,
-		lease: Lease{Token: newToken(), TTL: e.cfg.LeaseTTL},
-		r:     r,
+		log:     e.log.With("job", id, "owner", user.ID),
+		start:   start,
+		renewed: start,
+		lease:   Lease{Token: newToken(), TTL: e.cfg.LeaseTTL},
+		r:       r,
 	}
 	// The copy outlives the caller's request but keeps its values
 	// (trace ids, loggers), as the issue of the API asks.
@@ -333,6 +349,9 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if err != nil {
 		rn.cancel(err)
 		e.unreserve(user.ID)
+		if !errors.Is(err, ErrInvalid) {
+			e.abandon(rn) // the creation may yet be applied: its caller is told it failed
+		}
 		return nil, err
 	}
 	rn.job = job
@@ -350,6 +369,51 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	}
 	rn.log.InfoContext(ctx, "export started", "total", o.total)
 	return job.clone(), nil
+}
+
+// abandon undoes, in the background, the creation of rn's job, which
+// StartExport reports failed although it may have been applied (its reply
+// was late or lost, say after ctx's deadline): a job nobody was told
+// about must not be left to lapse and read "worker lost". It tries for up
+// to LeaseTTL, the time the job would take to lapse, and gives up at
+// Shutdown.
+func (e *Exporter) abandon(rn *run) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
+		defer cancel()
+		backoff := 20 * time.Millisecond
+		for {
+			err := e.store.Abandon(ctx, rn.job.ID, rn.lease)
+			if err == nil {
+				rn.log.Debug("abandoned export creation undone")
+				return
+			}
+			if !transient(err) || !sleepCtx(ctx, backoff) {
+				rn.log.Warn("undoing an abandoned export creation failed; if it was recorded, it will read failed (worker lost)", "err", err)
+				return
+			}
+			backoff = min(2*backoff, e.cfg.LeaseTTL/8)
+		}
+	}()
+}
+
+// sleepCtx waits d, or until ctx is done; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // require checks that user holds permission. A checker error denies.
@@ -515,7 +579,8 @@ func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 	return e.listening, started
 }
 
-// startBackground starts the lease keeper and the event listener once.
+// startBackground starts the lease keeper, the event listener and the
+// eviction check once.
 // e.mu is held.
 func (e *Exporter) startBackground() {
 	if e.background {
@@ -523,16 +588,19 @@ func (e *Exporter) startBackground() {
 	}
 	e.background = true
 	e.listening = make(chan struct{})
-	e.wg.Add(2)
+	e.wg.Add(3)
 	go e.keepLeases()
 	go e.listen(e.listening)
+	go e.checkEviction()
 }
 
-// keepLeases renews the lease of every held run every LeaseTTL/3. A run
-// whose lease is gone (cancelled, or lapsed while the store was away) is
-// stopped: this is the path that catches a lost cancel event. A renewal
-// that fails (the store is away) is tried again soon, with backoff, so a
-// short outage costs no lease that had time left.
+// keepLeases renews the lease of every held run every LeaseTTL/3, all of
+// them in one Store.Renew (a round trip per thousand runs, however many
+// this Exporter holds). A run whose lease is gone (cancelled, or lapsed while
+// the store was away) is stopped: this is the path that catches a lost
+// cancel event. A pass that fails for some run (the store is away) is
+// tried again soon, with backoff that never waits longer than
+// LeaseTTL/10, so a short outage costs no lease that had time left.
 func (e *Exporter) keepLeases() {
 	defer e.wg.Done()
 	interval := e.cfg.LeaseTTL / 3
@@ -541,42 +609,69 @@ func (e *Exporter) keepLeases() {
 	defer t.Stop()
 	for {
 		select {
-		case <-e.base.Done():
+		case <-e.leases.Done():
 			return
 		case <-t.C:
 		}
 		e.mu.Lock()
-		held := make([]*run, 0, len(e.runs))
+		runs := make([]*run, 0, len(e.runs))
 		for _, rn := range e.runs {
-			held = append(held, rn)
+			runs = append(runs, rn)
 		}
 		e.mu.Unlock()
-		failed := false
-		for _, rn := range held {
-			ctx, cancel := context.WithTimeout(e.base, interval)
-			err := e.store.Renew(ctx, rn.job.ID, rn.lease)
-			cancel()
+		// Longest unrenewed first: a pass cut short by its deadline (a
+		// store slower than the lease allows) leaves the freshest leases.
+		slices.SortFunc(runs, func(a, b *run) int { return a.renewed.Compare(b.renewed) })
+		held := make([]Held, len(runs))
+		for i, rn := range runs {
+			held[i] = Held{ID: rn.job.ID, Owner: rn.job.Owner, Lease: rn.lease}
+		}
+		// A pass over many runs may take longer than an interval: it has
+		// until the lease's end (the next pass starts when it ends).
+		passed := time.Now()
+		ctx, cancel := context.WithTimeout(e.leases, e.cfg.LeaseTTL)
+		errs := e.store.Renew(ctx, e.cfg.Retention, held)
+		cancel()
+		failed := 0
+		var last error
+		for i, err := range errs {
+			rn := runs[i]
 			switch {
 			case err == nil:
+				rn.renewed = passed
+			case rn.ctx.Err() != nil:
+				// Stopped already (a cancel, Shutdown): its end is being
+				// recorded, which is what took its lease.
 			case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound):
 				cause := e.lostCause(rn)
 				rn.log.Info("export lease lost", "cause", cause)
 				e.abort(rn.job.ID, cause)
-			case e.base.Err() != nil:
+			case e.leases.Err() != nil:
 				return
 			default:
-				failed = true
-				rn.log.Warn("export lease renewal failed", "err", err)
+				failed++
+				last = err
 			}
 		}
-		if failed {
-			t.Reset(min(retry, interval))
+		if failed > 0 {
+			e.log.Warn("export lease renewal failed", "exports", failed, "err", last, "retry", min(retry, e.renewRetryCap()))
+			t.Reset(min(retry, e.renewRetryCap()))
 			retry *= 2
 		} else {
-			t.Reset(interval)
+			// Passes start every interval: a pass that took long (many
+			// runs, a busy machine) delays the next one by no more than it
+			// took, so a lease is renewed every max(interval, pass).
+			t.Reset(max(interval-time.Since(passed), 0))
 			retry = minRenewRetry
 		}
 	}
+}
+
+// renewRetryCap is the longest wait before a failed renewal is tried
+// again: short enough that several tries fall within the lease's time
+// left, so that renewals resume soon after the store is back.
+func (e *Exporter) renewRetryCap() time.Duration {
+	return max(e.cfg.LeaseTTL/10, minRenewRetry)
 }
 
 // lostCause tells why the lease of rn is gone: ErrCancelled if the job
@@ -719,10 +814,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 		e.mu.Lock()
 		queued := e.queue
-		e.queue = nil
-		for _, rn := range queued {
-			e.forget(rn)
-		}
+		e.queue = nil // endAll forgets them once their end is recorded
 		running := make([]*run, 0, len(e.runs))
 		for _, rn := range e.runs {
 			running = append(running, rn)
@@ -732,14 +824,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 		// Shutdown records the ends too, in case a source does not return
 		// from Read: a repeated end is harmless.
 		e.stop(ErrClosed)
-		for _, rn := range append(queued, running...) {
-			rn.cancel(ErrClosed)
-			// A run stopped for another reason first (a cancel) ends for
-			// that one; one that just finished needs no end.
-			if cause := context.Cause(rn.ctx); !errors.Is(cause, errRunDone) {
-				e.end(rn, cause)
-			}
-		}
+		e.endAll(queued, running)
 		for _, rn := range queued {
 			e.wg.Add(1)
 			go func() { // a Close that blocks must not hold Shutdown
@@ -752,6 +837,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.stopped = true
 	e.mu.Unlock()
 	e.stop(ErrClosed)
+	e.stopLeases()
 	defer e.unregisterGauges()
 	if err == nil {
 		e.wg.Wait()
@@ -779,6 +865,46 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	e.log.Warn("exporter shut down before its exports finished", "err", err)
 	return err
 }
+
+// endAll stops the runs of queue (pending) and running, records their
+// ends shutdownEnders at a time, and forgets the pending ones. The lease
+// keeper renews the leases of those not ended yet meanwhile.
+func (e *Exporter) endAll(queue, running []*run) {
+	queued := make(map[*run]bool, len(queue)) // no worker holds them: forgotten here
+	for _, rn := range queue {
+		queued[rn] = true
+	}
+	runs := append(queue, running...)
+	todo := make(chan *run)
+	var wg sync.WaitGroup
+	for range min(shutdownEnders, len(runs)) {
+		wg.Add(1)
+		go func() { // owned: endAll waits for it
+			defer wg.Done()
+			for rn := range todo {
+				rn.cancel(ErrClosed)
+				// A run stopped for another reason first (a cancel) ends for
+				// that one; one that just finished needs no end.
+				if cause := context.Cause(rn.ctx); !errors.Is(cause, errRunDone) {
+					e.end(rn, cause)
+				}
+				if queued[rn] {
+					e.mu.Lock()
+					e.forget(rn)
+					e.mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, rn := range runs {
+		todo <- rn
+	}
+	close(todo)
+	wg.Wait()
+}
+
+// shutdownEnders is how many ends Shutdown records at once.
+const shutdownEnders = 32
 
 // shutdownGrace is how long Shutdown waits, once its ctx is done and the
 // sources are closed, for the goroutines still in a source's Read or Close.

@@ -649,19 +649,29 @@ type failoverStallBeforeCompletion struct {
 
 func (h *failoverStallBeforeCompletion) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// ProcessHook sees the completing step: a write without chunks is one
+// script call.
 func (h *failoverStallBeforeCompletion) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return next
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.before(ctx, []redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
 }
 
 func (h *failoverStallBeforeCompletion) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if failoverCompletes(cmds) {
-			h.once.Do(func() {
-				h.hit.Store(true)
-				h.err = h.stall(ctx)
-			})
-		}
+		h.before(ctx, cmds)
 		return next(ctx, cmds)
+	}
+}
+
+// before stalls the replicas the first time cmds complete an export.
+func (h *failoverStallBeforeCompletion) before(ctx context.Context, cmds []redis.Cmder) {
+	if failoverCompletes(cmds) {
+		h.once.Do(func() {
+			h.hit.Store(true)
+			h.err = h.stall(ctx)
+		})
 	}
 }
 

@@ -215,14 +215,14 @@ func validID(id string) bool {
 
 // Err returns why a failed or cancelled job ended, or nil for any other
 // status. When Job.Error starts with the text of ErrWorkerLost,
-// ErrTooLarge, ErrCancelled, ErrClosed (a shutdown) or ErrNotReplicated,
-// the error wraps that
-// sentinel, so errors.Is works across instances.
+// ErrTooLarge, ErrCancelled, ErrClosed (a shutdown), ErrNotReplicated or
+// ErrCorrupt (its stored chunks disappeared while it ran), the error wraps
+// that sentinel, so errors.Is works across instances.
 func (j *Job) Err() error {
 	if j.Status != StatusFailed && j.Status != StatusCancelled {
 		return nil
 	}
-	for _, s := range []error{ErrWorkerLost, ErrTooLarge, ErrCancelled, ErrClosed, ErrNotReplicated} {
+	for _, s := range []error{ErrWorkerLost, ErrTooLarge, ErrCancelled, ErrClosed, ErrNotReplicated, ErrCorrupt} {
 		if strings.HasPrefix(j.Error, s.Error()) {
 			return &recordedError{text: j.Error, sentinel: s}
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -74,5 +75,65 @@ func TestListExports(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(5), n)
 		e.requireTTLs(t)
+	})
+}
+
+// TestListSkipsNothingLive lists an owner whose newest index entries all
+// belong to jobs that are gone, with an older job still live: the first
+// page holds that job, and the entries of the gone ones are forgotten.
+// (List used to count the entries it removed in its offset, and skipped
+// as many live ones: the page came back empty, with no next cursor.)
+func TestListSkipsNothingLive(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		x := e.exporter(t, Config{})
+		ctx := testCtx(t)
+		job, err := x.StartExport(ctx, alice, strings.NewReader("kept"))
+		require.NoError(t, err)
+		index := e.store.ownerKey(alice.ID)
+		newer := time.Now().Add(time.Hour).UnixMilli()
+		for i := range 100 {
+			gone := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+			require.NoError(t, e.client.ZAdd(ctx, index, redis.Z{Score: float64(newer + int64(i)), Member: gone}).Err())
+		}
+		list, err := x.ListExports(ctx, alice, ListOptions{Limit: 10})
+		require.NoError(t, err)
+		require.Len(t, list.Jobs, 1)
+		require.Equal(t, job.ID, list.Jobs[0].ID)
+		require.Empty(t, list.Next)
+		n, err := e.client.ZCard(ctx, index).Result()
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n, "the gone jobs' entries are forgotten")
+	})
+}
+
+// TestShortRetentionKeepsOthersListed runs two instances on one store, one
+// with a Retention of a day and one, as in a rolling deploy that lowers
+// it, of 300 ms. The second one's exports must not trim the first one's
+// from the listing, nor let the index expire before them: the day-long
+// export stays listed for as long as it exists.
+func TestShortRetentionKeepsOthersListed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		long := e.exporter(t, Config{})
+		short := e.secondExporter(t, Config{Retention: 300 * time.Millisecond, LeaseTTL: 100 * time.Millisecond})
+		kept, err := long.StartExport(ctx, alice, strings.NewReader("kept a day"))
+		require.NoError(t, err)
+		waitFor(t, long, alice, kept.ID, StatusCompleted)
+		e.elapse(700 * time.Millisecond)
+		brief, err := short.StartExport(ctx, alice, strings.NewReader("kept 300 ms"))
+		require.NoError(t, err)
+		waitFor(t, short, alice, brief.ID, StatusCompleted)
+		e.elapse(1500 * time.Millisecond) // past the short one's index TTL of old
+
+		list, err := short.ListExports(ctx, alice, ListOptions{})
+		require.NoError(t, err)
+		var ids []string
+		for _, j := range list.Jobs {
+			ids = append(ids, j.ID)
+		}
+		require.Equal(t, []string{kept.ID}, ids, "the day-long export is listed; the brief one expired")
+		ttl, err := e.client.PTTL(ctx, e.store.ownerKey(alice.ID)).Result()
+		require.NoError(t, err)
+		require.Greater(t, ttl, 24*time.Hour, "the index outlives the day-long export")
 	})
 }

@@ -2,11 +2,8 @@ package exporter
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,21 +76,8 @@ func (s *RedisStore) validate() error {
 // keys returns the job's keys in the order the scripts expect them.
 func (s *RedisStore) keys(id string) []string {
 	tag := s.prefix + "{" + id + "}:"
-	return []string{tag + "meta", tag + "data", tag + "lease", tag + "watch"}
+	return []string{tag + "meta", tag + "data", tag + "lease", tag + "watch", tag + "abandoned"}
 }
-
-// ownerKey is the sorted set of an owner's job ids, scored by creation
-// time in ms. The owner's name is hashed: it may hold any byte, braces
-// included, and must not pick the Cluster slot.
-func (s *RedisStore) ownerKey(owner string) string {
-	sum := sha256.Sum256([]byte(owner))
-	return s.prefix + "owner:{" + hex.EncodeToString(sum[:12]) + "}:jobs"
-}
-
-// indexTTL is how long an owner's index outlives its newest entry: jobs
-// live Retention after their last update, and a long run updates them
-// later than its creation, so the index keeps twice that.
-func indexTTL(retention time.Duration) time.Duration { return 2 * retention }
 
 // eventsChannel is where the scripts announce terminal statuses, as
 // "<id> <status>".
@@ -102,8 +86,9 @@ func (s *RedisStore) eventsChannel() string { return s.prefix + "events" }
 // luaCommon is prepended to every script.
 //
 // All scripts take KEYS[1] = meta, KEYS[2] = data, KEYS[3] = lease,
-// KEYS[4] = watch (exists while someone runs WatchExport on the job) and
-// ARGV[1] = the events channel. They keep redis.call to a minimum (each
+// KEYS[4] = watch (exists while someone runs WatchExport on the job),
+// KEYS[5] = abandoned (exists for a while once a creation was abandoned:
+// see scriptAbandon) and ARGV[1] = the events channel. They keep redis.call to a minimum (each
 // costs about a microsecond): load() reads the fields they need in one
 // HMGET and the lease token, ending first a live job whose lease lapsed;
 // keep() records an update and renews meta's retention TTL; hold() renews
@@ -117,7 +102,7 @@ func (s *RedisStore) eventsChannel() string { return s.prefix + "events" }
 // the lease) fences every later chunk without the bytes passing through
 // Lua. Completion removes the header.
 const luaCommon = `
-local meta, data, lease, watch, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
+local meta, data, lease, watch, abandoned, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1]
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -145,11 +130,17 @@ local function event(j, st, set)
   for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
   return j.id .. ' ' .. st .. ' ' .. table.concat(h)
 end
--- finish() ends the job and announces it. It publishes before any write:
--- Redis does not undo a script's writes when a later call fails (say,
--- PUBLISH refused by an ACL), and an end must not be recorded by a call
--- that reports an error.
+-- finish() ends the job, then announces it. Its first write, PEXPIRE,
+-- cannot grow memory, so Redis lets it through above maxmemory, and then
+-- lets the rest of the script through too (it cannot stop a script half
+-- way): an ending, which frees memory or keeps it as it is, is recorded
+-- even when Redis refuses new jobs and new bytes. The announcement comes
+-- right after that first write and before the others: Redis does not undo
+-- a script's writes when a later call fails, so a PUBLISH refused (by an
+-- ACL) leaves the job as it was, and no caller hears of an end that is not
+-- recorded.
 local function finish(j, st, field, value, t)
+  redis.call('PEXPIRE', meta, j.retention)
   redis.call('PUBLISH', events, event(j, st, {status = st, [field] = value, finished = t, updated = t}))
   redis.call('HSET', meta, 'status', st, field, value, 'finished', t, 'updated', t)
   if st == 'completed' then
@@ -158,7 +149,6 @@ local function finish(j, st, field, value, t)
     redis.call('DEL', data)
   end
   redis.call('DEL', lease)
-  redis.call('PEXPIRE', meta, j.retention)
   j.status = st
   j[field] = value
 end
@@ -172,7 +162,7 @@ local function load()
   if live(j.status) and not j.token then
     -- A sealed job (all its chunks stored and acknowledged by replicas,
     -- with its checksum: see MinReplicas) completes; any other fails.
-    if f[9] and j.chunks == tonumber(f[10]) and redis.call('EXISTS', data) == 1 then
+    if f[9] and j.chunks == tonumber(f[10]) and redis.call('LLEN', data) >= 1 + j.chunks then
       redis.call('LTRIM', data, 0, j.chunks) -- the header and the chunks
       redis.call('LPOP', data)
       finish(j, 'completed', 'checksum', f[9], fmt(now()))
@@ -189,9 +179,11 @@ end
 //
 // ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] retention ms,
 // ARGV[5..] field, value pairs of the job hash.
-// Returns {"ok", created ms} or {"exists"}.
+// Returns {"ok", created ms}, {"exists"} or {"abandoned"} (a late copy
+// of a creation whose caller was told it failed).
 var scriptCreate = redis.NewScript(luaCommon + `
 if redis.call('EXISTS', meta) == 1 then return {'exists'} end
+if redis.call('EXISTS', abandoned) == 1 then return {'abandoned'} end
 local t = fmt(now())
 redis.call('HSET', meta, 'created', t, 'updated', t, 'started', '0', 'finished', '0',
   'checksum', '', 'error', '', 'chunks', '0', unpack(ARGV, 5))
@@ -200,6 +192,23 @@ redis.call('SET', lease, ARGV[2], 'PX', ARGV[3])
 redis.call('RPUSH', data, '')
 redis.call('PEXPIRE', data, ARGV[3])
 return {'ok', t}
+`)
+
+// scriptAbandon undoes a creation whose caller was told it failed (its
+// reply came too late, or not at all): it removes the job if the creation
+// was applied, and marks the id abandoned so that a copy of the creation
+// that arrives later records nothing.
+//
+// ARGV[2] the creation's lease token, ARGV[3] how long the mark lasts, ms.
+// Returns {"ok"}, or {"kept"} if the job exists and is not that
+// creation's pending job (it began: it is not abandoned).
+var scriptAbandon = redis.NewScript(luaCommon + `
+if redis.call('GET', lease) == ARGV[2] and redis.call('HGET', meta, 'status') == 'pending' then
+  redis.call('DEL', meta, data, lease)
+end
+if redis.call('EXISTS', meta) == 1 then return {'kept'} end
+redis.call('SET', abandoned, '1', 'PX', ARGV[3])
+return {'ok'}
 `)
 
 // scriptGet reads a job, ending it first if its lease lapsed.
@@ -213,27 +222,54 @@ load()
 return reply('ok')
 `)
 
-// scriptWrite is Store.Write, run right after the RPUSHX of the write's
-// chunks (if any) on the same connection: it checks what that stored.
+// scriptWrite is Store.Write. It runs in one MULTI/EXEC with the RPUSHX
+// of the write's chunks (if any), right after it, so that the two are
+// applied together or not at all: a connection that dies half way through
+// sending them, or delivers them late, can leave nothing behind but a
+// whole copy of the pair, which this script recognises.
 //
-// ARGV[2] token, ARGV[3] lease TTL ms, ARGV[4] "1" to begin, ARGV[5] index
-// of the write's first chunk, ARGV[6] its number of chunks, ARGV[7] Bytes
-// after them, ARGV[8] final status ("", "completed", "failed"), ARGV[9]
-// checksum or error text, ARGV[10] number of chunks a completed job holds,
+// KEYS[1] meta, KEYS[2] data, KEYS[3] lease, KEYS[4] watch
+// ARGV[1]  events channel
+// ARGV[2]  lease token
+// ARGV[3]  lease TTL, ms
+// ARGV[4]  "1" to move a pending job to running first, else "0"
+// ARGV[5]  index of the write's first chunk
+// ARGV[6]  number of chunks the RPUSHX before this script appended
+// ARGV[7]  the job's Bytes once they are stored
+// ARGV[8]  final status: "", "completed" or "failed"
+// ARGV[9]  checksum (completed, or a seal) or error text (failed)
+// ARGV[10] number of chunks a completed job holds
 // ARGV[11] "seal" (with ARGV[8] "") to record ARGV[9] and ARGV[10] as what
-// completes the job once all its chunks are stored, else "0".
-// Returns {"ok"}, {"fenced"}, {"gap"} (chunks missing) or {"missing"}.
+//
+//	completes the job once its lease lapses (see MinReplicas), else "0"
+//
+// Returns:
+// {"ok"}
+// {"fenced"}  the lease is not the job's (cancelled, finished, lapsed)
+// {"gap"}     the chunks do not follow the stored ones
+// {"lost", n, c} the data list holds n chunks of the c stored (evicted,
+//
+//	deleted, lost in a failover)
+//
+// {"retry"}   the list held elements past the stored chunks besides this
+//
+//	write's (a pipeline whose script never ran): they were removed,
+//	and the write must be sent again
+//
+// {"missing"} the job does not exist
 var scriptWrite = redis.NewScript(luaCommon + `
 local j = load()
 if not j then return {'missing'} end
 local st, final, n, c = j.status, ARGV[8], tonumber(ARGV[6]), j.chunks
--- Keep exactly the chunks this script has verified (the hash's count):
--- what lies past them in the list are copies of the current write's chunks
--- that RPUSHX appended, once or more (go-redis repeats a command whose
--- reply was lost; Write repeats the pipeline after NOSCRIPT).
-local function keep(k)
-  local base = (st == 'completed') and 0 or 1 -- a live list has its header
-  if redis.call('LLEN', data) > base + k then redis.call('LTRIM', data, 0, base + k - 1) end
+-- The list holds the header of a live job, then exactly the c chunks this
+-- script verified. Whatever lies past them was appended by the RPUSHX of
+-- this transaction (n elements), or by one whose script never ran (a
+-- NOSCRIPT reply): trim() removes it all.
+local base = (st == 'completed') and 0 or 1
+local len = redis.call('LLEN', data)
+local function trim()
+  if len <= base + c then return end
+  if base + c == 0 then redis.call('DEL', data) else redis.call('LTRIM', data, 0, base + c - 1) end
 end
 -- A pending job must begin before it takes bytes, or be failed (Shutdown).
 local ok = st == 'running' or (st == 'pending' and (ARGV[4] == '1' or final == 'failed'))
@@ -241,7 +277,7 @@ if not ok or j.token ~= ARGV[2] then
   -- Drop this write's chunks. The list of a job whose lease is gone is gone
   -- too; a completed job's list only takes the RPUSHX of a retried final
   -- write; so this touches no one else's chunks.
-  if n > 0 then keep(c) end
+  trim()
   if final ~= '' and st == final then
     local field = (final == 'completed') and 'checksum' or 'error'
     if j[field] == ARGV[9] then return {'ok'} end
@@ -249,19 +285,34 @@ if not ok or j.token ~= ARGV[2] then
   return {'fenced'}
 end
 local t = fmt(now())
-local idx = tonumber(ARGV[5])
+if final == 'failed' then
+  finish(j, 'failed', 'error', ARGV[9], t)
+  return {'ok'}
+end
+-- First a write that cannot grow memory (see finish): above maxmemory
+-- Redis refuses the RPUSHX of new bytes, but records a completion.
+redis.call('PEXPIRE', meta, j.retention)
+if len < base + c then
+  trim()
+  return {'lost', math.max(len - base, 0), c}
+end
+local idx, extra = tonumber(ARGV[5]), len - base - c
 local set = {'updated', t}
 if n > 0 then
   if idx + n <= c then
-    keep(c) -- stored already: a repeated write
-  elseif idx ~= c or redis.call('LLEN', data) < 1 + c + n then
-    keep(c) -- chunks before these are missing, or these did not arrive
+    trim() -- stored already: a repeated write
+  elseif idx ~= c then
+    trim()
     return {'gap'}
+  elseif extra ~= n then
+    trim()
+    return {'retry'}
   else
-    keep(c + n) -- the first copy of these chunks stays
-    c = c + n
+    c = c + n -- exactly this write's chunks follow the stored ones: keep them
     table.insert(set, 'chunks'); table.insert(set, c)
   end
+elseif extra > 0 then
+  trim()
 end
 if tonumber(j.bytes) < tonumber(ARGV[7]) then
   table.insert(set, 'bytes'); table.insert(set, ARGV[7])
@@ -275,38 +326,21 @@ if final == 'completed' then
   if c ~= tonumber(ARGV[10]) then return {'gap'} end
   redis.call('LPOP', data)
   finish(j, 'completed', 'checksum', ARGV[9], t)
-elseif final == 'failed' then
-  finish(j, 'failed', 'error', ARGV[9], t)
-else
-  hold(ARGV[3])
-  redis.call('PEXPIRE', meta, j.retention)
-  if ARGV[11] == 'seal' then
-    -- Every chunk is stored: record what completes the job, so that any
-    -- server with these writes can complete it, and keep the data for the
-    -- retention, past the lease.
-    if c ~= tonumber(ARGV[10]) then return {'gap'} end
-    redis.call('HSET', meta, 'seal', ARGV[9], 'sealcount', ARGV[10])
-    redis.call('PEXPIRE', data, j.retention)
-  end
-  -- Progress is announced only while someone watches the job.
-  if redis.call('EXISTS', watch) == 1 then
-    redis.call('PUBLISH', events, j.id .. ' running')
-  end
+  return {'ok'}
 end
-return {'ok'}
-`)
-
-// scriptRenew extends a lease and the job's retention.
-//
-// ARGV[2] token, ARGV[3] lease TTL ms. Returns {"ok"}, {"fenced"} or
-// {"missing"}.
-var scriptRenew = redis.NewScript(luaCommon + `
-local j = load()
-if not j then return {'missing'} end
-if not live(j.status) or j.token ~= ARGV[2] then return {'fenced'} end
 hold(ARGV[3])
-redis.call('HSET', meta, 'updated', fmt(now()))
-redis.call('PEXPIRE', meta, j.retention)
+if ARGV[11] == 'seal' then
+  -- Every chunk is stored: record what completes the job, so that any
+  -- server with these writes can complete it, and keep the data for the
+  -- retention, past the lease.
+  if c ~= tonumber(ARGV[10]) then return {'gap'} end
+  redis.call('HSET', meta, 'seal', ARGV[9], 'sealcount', ARGV[10])
+  redis.call('PEXPIRE', data, j.retention)
+end
+-- Progress is announced only while someone watches the job.
+if redis.call('EXISTS', watch) == 1 then
+  redis.call('PUBLISH', events, j.id .. ' running')
+end
 return {'ok'}
 `)
 
@@ -370,18 +404,20 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	args := append([]any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), retention.Milliseconds()}, fields...)
 	// The owner's index lives in another Cluster slot than the job, so it
 	// cannot be written by the same script: it is written first, in the
-	// same round trip, and List skips entries whose job does not exist.
-	index, now := s.ownerKey(job.Owner), time.Now()
+	// same round trip (see redis_list.go).
+	index := s.ownerKey(job.Owner)
+	var old *redis.Cmd
 	res, err := s.pipelined(ctx, scriptCreate, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
-		pipe.ZAdd(ctx, index, redis.Z{Score: float64(now.UnixMilli()), Member: job.ID})
-		pipe.ZRemRangeByScore(ctx, index, "-inf", strconv.FormatInt(now.Add(-indexTTL(retention)).UnixMilli(), 10))
-		pipe.PExpire(ctx, index, indexTTL(retention))
+		old = s.indexJob(ctx, pipe, index, job.ID, retention)
 	})
+	if err == nil {
+		s.prune(ctx, index, old)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if len(res) != 2 || res[0] != "ok" {
-		return nil, fmt.Errorf("exporter: create %s: id already exists", job.ID)
+		return nil, fmt.Errorf("exporter: create %s: %v", job.ID, res[0])
 	}
 	ms, err := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
 	if err != nil {
@@ -394,17 +430,20 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	return j, nil
 }
 
-// Get implements Store. A status read is one HGETALL: no script, which
-// costs Redis several times more. A live job's lease runs LeaseTTL from its
-// last update, when the holder last renewed it; only when the local clock
-// says that time has passed does Get run scriptGet, which checks the lease
-// itself and ends the job if it lapsed. A local clock behind the server's
-// delays that by the difference; one ahead costs a script call or two.
+// Get implements Store. A status read is one round trip, with no script
+// (which costs Redis several times more): the job hash and whether its
+// lease exists. Only a live job whose lease is gone costs scriptGet,
+// which checks again and ends the job. No clock is compared: the lease
+// key's own expiry, kept by Redis, decides.
 func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
-	h, err := s.client.HGetAll(ctx, s.keys(id)[0]).Result()
-	if err != nil {
+	k := s.keys(id)
+	pipe := s.client.Pipeline()
+	hash := pipe.HGetAll(ctx, k[0])
+	held := pipe.Exists(ctx, k[2])
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, err
 	}
+	h := hash.Val()
 	if len(h) == 0 || owner != "" && h[fOwner] != owner {
 		return nil, ErrNotFound
 	}
@@ -412,160 +451,16 @@ func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if mayHaveLapsed(h, j) {
+	if lapsed(j, held.Val()) {
 		_, j, err = s.run(ctx, scriptGet, id, owner)
 	}
 	return j, err
 }
 
-// mayHaveLapsed reports whether j is live and, by the local clock, its
-// lease (renewed with every update) may have run out.
-func mayHaveLapsed(h map[string]string, j *Job) bool {
-	if j.Status != StatusPending && j.Status != StatusRunning {
-		return false
-	}
-	ttl, _ := strconv.ParseInt(h[fLease], 10, 64)
-	return !time.Now().Before(j.UpdatedAt.Add(time.Duration(ttl) * time.Millisecond))
-}
-
-// Write implements Store. The chunks go to the data list with RPUSHX,
-// pipelined with scriptWrite on the same connection: one round trip, and
-// the bytes never pass through Lua (which copies every argument twice and
-// held throughput to about a third of a plain RPUSH).
-func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error {
-	text := w.Checksum
-	if w.Final == StatusFailed {
-		text = w.Reason
-	}
-	begin := "0"
-	if w.Begin {
-		begin = "1"
-	}
-	keys := s.keys(id)
-	argv := []any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), begin, w.Index, len(w.Chunks),
-		w.Bytes, string(w.Final), text, w.Count, "0"}
-	push := func(pipe redis.Pipeliner) {
-		if len(w.Chunks) > 0 {
-			chunks := make([]any, len(w.Chunks))
-			for i, c := range w.Chunks {
-				chunks[i] = c
-			}
-			pipe.RPushX(ctx, keys[1], chunks...)
-		}
-	}
-	if w.Final == StatusCompleted && w.Replicas > 0 {
-		return s.writeReplicated(ctx, id, keys, argv, push, w)
-	}
-	res, err := s.pipelined(ctx, scriptWrite, keys, argv, push)
-	if err != nil {
-		return err
-	}
-	return writeResult(id, w, res)
-}
-
-// writeResult turns scriptWrite's reply into Write's error.
-func writeResult(id string, w ChunkWrite, res []any) error {
-	switch code, _ := res[0].(string); code {
-	case "ok":
-		return nil
-	case "missing":
-		return ErrNotFound
-	case "fenced":
-		return ErrLeaseLost
-	case "gap":
-		return fmt.Errorf("exporter: write %s: %w before chunk %d", id, errGap, w.Index)
-	default:
-		return fmt.Errorf("%w: write %s: reply %q", ErrCorrupt, id, code)
-	}
-}
-
-// writeReplicated is the completing write of a Store.Write with Replicas,
-// in two steps:
-//
-//  1. the last chunks, with the job still running, and its seal (checksum
-//     and chunk count), then WAIT on the same connection (WAIT waits for
-//     every write the server took up to that connection's last one;
-//     replicas apply writes in order) until Replicas replicas have it:
-//     else ErrNotReplicated, and the job has never read completed;
-//  2. the completion, announced by its script. It needs no WAIT: a server
-//     that lost it still has the seal, and completes the job when its
-//     lease lapses (or when this write is repeated there).
-//
-// The first step is tried three times; repeating it is harmless, also on a
-// new master after a failover (a write it still has is recognised, one it
-// lost is made again, and chunks it lost fail the write with a gap).
-func (s *RedisStore) writeReplicated(ctx context.Context, id string, keys []string, argv []any, push func(redis.Pipeliner), w ChunkWrite) error {
-	sealed := slices.Clone(argv)
-	sealed[7], sealed[10] = "", "seal" // no final status yet; text and count stay
-	if _, err := s.replicated(ctx, id, keys, sealed, push, w); err != nil {
-		return err
-	}
-	done := slices.Clone(argv)
-	done[4], done[5] = w.Index+int64(len(w.Chunks)), 0 // no chunks left
-	res, err := s.pipelined(ctx, scriptWrite, keys, done, func(redis.Pipeliner) {})
-	if err != nil {
-		return err
-	}
-	return writeResult(id, w, res)
-}
-
-// replicated runs one step of writeReplicated: scriptWrite with argv after
-// push, then WAIT, up to three times.
-func (s *RedisStore) replicated(ctx context.Context, id string, keys []string, argv []any, push func(redis.Pipeliner), w ChunkWrite) ([]any, error) {
-	timeout := max(w.ReplicaTimeout, 10*time.Millisecond)
-	var (
-		last error
-		res  []any
-	)
-	for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
-		pipe, err := s.pipelineFor(ctx, keys[0])
-		if err != nil {
-			last = err
-			continue
-		}
-		push(pipe)
-		cmd := pipe.EvalSha(ctx, scriptWrite.Hash(), keys, argv...)
-		acks := pipe.Do(ctx, "WAIT", w.Replicas, timeout.Milliseconds())
-		_, err = pipe.Exec(ctx)
-		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			last = scriptWrite.Load(ctx, s.client).Err()
-			continue
-		}
-		if err != nil {
-			last = err
-			continue
-		}
-		if res, err = cmd.Slice(); err != nil || len(res) == 0 {
-			return nil, fmt.Errorf("%w: write %s: reply %v (%v)", ErrCorrupt, id, res, err)
-		}
-		if err := writeResult(id, w, res); err != nil {
-			return nil, err
-		}
-		if n, _ := acks.Int64(); n < int64(w.Replicas) {
-			last = fmt.Errorf("%w: %d of %d replicas acknowledged the writes of %s within %v",
-				ErrNotReplicated, n, w.Replicas, id, timeout)
-			continue
-		}
-		return res, nil
-	}
-	if last == nil {
-		last = ctx.Err()
-	}
-	return res, last
-}
-
-// pipelineFor returns a pipeline on the connection pool of the server that
-// holds key: for a Cluster, its master's, so that a keyless WAIT goes to
-// the same node as the writes it waits for.
-func (s *RedisStore) pipelineFor(ctx context.Context, key string) (redis.Pipeliner, error) {
-	if cc, ok := s.client.(*redis.ClusterClient); ok {
-		node, err := cc.MasterForKey(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		return node.Pipeline(), nil
-	}
-	return s.client.Pipeline(), nil
+// lapsed reports whether j is live while its lease key is gone (exists is
+// what EXISTS said of it).
+func lapsed(j *Job, exists int64) bool {
+	return (j.Status == StatusPending || j.Status == StatusRunning) && exists == 0
 }
 
 // pipelined runs script after the commands that before adds, in one
@@ -597,10 +492,13 @@ func (s *RedisStore) pipelined(ctx context.Context, script *redis.Script, keys [
 	}
 }
 
-// Renew implements Store.
-func (s *RedisStore) Renew(ctx context.Context, id string, lease Lease) error {
-	code, _, err := s.run(ctx, scriptRenew, id, lease.Token, lease.TTL.Milliseconds())
-	_, err = fenced(code, nil, err)
+// abandonedTTL is how long an abandoned creation's mark lasts: longer
+// than any copy of it can take to arrive.
+const abandonedTTL = 10 * time.Minute
+
+// Abandon implements Store.
+func (s *RedisStore) Abandon(ctx context.Context, id string, lease Lease) error {
+	_, _, err := s.run(ctx, scriptAbandon, id, lease.Token, abandonedTTL.Milliseconds())
 	return err
 }
 
@@ -609,13 +507,6 @@ func (s *RedisStore) Cancel(ctx context.Context, id, owner, reason string) (*Job
 	code, j, err := s.run(ctx, scriptCancel, id, owner, reason)
 	if err == nil && code == "finished" {
 		err = ErrFinished
-	}
-	return j, err
-}
-
-func fenced(code string, j *Job, err error) (*Job, error) {
-	if err == nil && code == "fenced" {
-		err = ErrLeaseLost
 	}
 	return j, err
 }
@@ -743,84 +634,4 @@ func parseEvent(payload string) (Event, bool) {
 		ev.Job = j
 	}
 	return ev, true
-}
-
-// List implements Store. A cursor is "<score>:<id>" of the last job of the
-// previous page; ties in score are ordered by id, as the sorted set does.
-func (s *RedisStore) List(ctx context.Context, owner, cursor string, limit int) ([]*Job, string, error) {
-	index := s.ownerKey(owner)
-	max, after := "+inf", ""
-	if cursor != "" {
-		score, id, ok := strings.Cut(cursor, ":")
-		if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil || !validID(id) {
-			return nil, "", fmt.Errorf("%w: list cursor %q", ErrInvalid, cursor)
-		}
-		max, after = score, cursor
-	}
-	var (
-		jobs    []*Job
-		offset  int64
-		cursors []string
-	)
-	for len(jobs) <= limit {
-		batch := int64(limit + 1 - len(jobs) + 8)
-		entries, err := s.client.ZRevRangeByScoreWithScores(ctx, index, &redis.ZRangeBy{
-			Min: "-inf", Max: max, Offset: offset, Count: batch}).Result()
-		if err != nil {
-			return nil, "", err
-		}
-		offset += int64(len(entries))
-		var ids, marks []string
-		for _, z := range entries {
-			id, _ := z.Member.(string)
-			mark := strconv.FormatInt(int64(z.Score), 10) + ":" + id
-			// Skip what the previous page listed: same score, id not below.
-			if after != "" && int64(z.Score) == mustScore(after) && id >= after[strings.IndexByte(after, ':')+1:] {
-				continue
-			}
-			if validID(id) {
-				ids, marks = append(ids, id), append(marks, mark)
-			}
-		}
-		pipe := s.client.Pipeline()
-		hashes := make([]*redis.MapStringStringCmd, len(ids))
-		for i, id := range ids {
-			hashes[i] = pipe.HGetAll(ctx, s.keys(id)[0])
-		}
-		if len(ids) > 0 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return nil, "", err
-			}
-		}
-		var gone []any
-		for i, h := range hashes {
-			j, err := decodeJob(h.Val())
-			if err != nil || j.Owner != owner {
-				gone = append(gone, ids[i])
-				continue
-			}
-			if mayHaveLapsed(h.Val(), j) {
-				if j, err = s.Get(ctx, ids[i], owner); err != nil {
-					continue
-				}
-			}
-			jobs, cursors = append(jobs, j), append(cursors, marks[i])
-		}
-		if len(gone) > 0 {
-			s.client.ZRem(ctx, index, gone...) // forgetting is best effort
-		}
-		if int64(len(entries)) < batch {
-			break // the index has no more
-		}
-	}
-	if len(jobs) > limit {
-		return jobs[:limit], cursors[limit-1], nil
-	}
-	return jobs, "", nil
-}
-
-// mustScore is the score part of a cursor List has validated.
-func mustScore(cursor string) int64 {
-	n, _ := strconv.ParseInt(cursor[:strings.IndexByte(cursor, ':')], 10, 64)
-	return n
 }

@@ -54,27 +54,28 @@ var transientReplies = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOW
 
 // write is store.Write for the run rn, repeated with backoff while it
 // fails transiently, for at most two thirds of the lease TTL (the lease was
-// renewed by the last write that succeeded).
+// renewed by the last write that succeeded). The backoff doubles up to
+// LeaseTTL/10 (at most a second), and the last wait is cut to end at the
+// window's end, so the last attempt is made inside the window rather than
+// given up because a full backoff would overshoot it.
 func (e *Exporter) write(ctx context.Context, rn *run, w ChunkWrite) error {
 	deadline := time.Now().Add(e.cfg.LeaseTTL * 2 / 3)
-	backoff := 20 * time.Millisecond
+	backoff, most := 20*time.Millisecond, min(max(e.cfg.LeaseTTL/10, 20*time.Millisecond), time.Second)
 	for {
 		err := e.store.Write(ctx, rn.job.ID, rn.lease, w)
 		if err == nil {
 			e.countStored(ctx, w.Chunks)
 			return nil
 		}
-		if !transient(err) || !time.Now().Add(backoff).Before(deadline) {
+		left := time.Until(deadline)
+		if !transient(err) || left <= 0 {
 			return err
 		}
-		rn.log.DebugContext(ctx, "export write failed; repeating it", "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		wait := min(backoff, left)
+		rn.log.DebugContext(ctx, "export write failed; repeating it", "err", err, "backoff", wait)
+		if !sleepCtx(ctx, wait) {
 			return err
-		case <-t.C:
 		}
-		backoff = min(2*backoff, time.Second)
+		backoff = min(2*backoff, most)
 	}
 }

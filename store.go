@@ -22,6 +22,13 @@ type Store interface {
 	// its own clock and returns the job as stored.
 	Create(ctx context.Context, job *Job, lease Lease, retention time.Duration) (*Job, error)
 
+	// Abandon undoes a Create whose caller was told it failed (its reply
+	// came too late, or never): it removes job id if that Create, with
+	// lease, recorded it and it is still pending, and makes sure that a
+	// copy of that Create arriving later records nothing. It returns nil
+	// whether or not the job had been recorded.
+	Abandon(ctx context.Context, id string, lease Lease) error
+
 	// Get returns the job. It returns an error wrapping ErrNotFound if the
 	// job does not exist, expired, or (when owner is not "") belongs to
 	// someone else; in that last case it changes nothing. A pending or
@@ -37,8 +44,14 @@ type Store interface {
 	// it already has (a retried final write) succeeds.
 	Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error
 
-	// Renew extends lease and the job's retention.
-	Renew(ctx context.Context, id string, lease Lease) error
+	// Renew extends the lease of each held job and the job's retention, in
+	// as few round trips as the store can, and keeps each owner's listing
+	// (List) for at least twice retention from now, so that an export that
+	// runs longer than its retention stays listed. It returns one error per
+	// job, in held's order: nil once renewed, one wrapping ErrLeaseLost or
+	// ErrNotFound when the lease is no longer the job's (cancelled,
+	// finished, lapsed, or the job is gone), or the store's error.
+	Renew(ctx context.Context, retention time.Duration, held []Held) []error
 
 	// Cancel records the job as cancelled with reason, removes its data and
 	// its lease, and announces it to Subscribe. A cancelled job is returned
@@ -72,6 +85,13 @@ type Store interface {
 type Lease struct {
 	Token string
 	TTL   time.Duration
+}
+
+// Held is a job whose lease its instance holds, for Store.Renew.
+type Held struct {
+	ID    string
+	Owner string
+	Lease Lease
 }
 
 // ChunkWrite is one Store.Write.

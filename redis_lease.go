@@ -1,0 +1,122 @@
+package exporter
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// scriptRenew extends a lease, the job's retention and its data's TTL.
+// It is the one script an instance runs for every job it holds, every
+// LeaseTTL/3, so it does the least it can: a lease key holding the token
+// means the job is live (every ending deletes the lease).
+//
+// KEYS[1] meta, KEYS[2] data, KEYS[3] lease
+// ARGV[1] (unused: the events channel of every script)
+// ARGV[2] lease token
+// ARGV[3] lease TTL, ms
+//
+// Returns {"ok"}, {"fenced"} (the lease is gone or another's) or
+// {"missing"} (the job is gone).
+var scriptRenew = redis.NewScript(`
+local meta, data, lease = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('GET', lease) ~= ARGV[2] then
+  if redis.call('EXISTS', meta) == 0 then return {'missing'} end
+  return {'fenced'}
+end
+-- First a write that cannot grow memory: Redis then lets the rest through
+-- above maxmemory (see finish in luaCommon), and a live job keeps its lease.
+redis.call('PEXPIRE', lease, ARGV[3])
+local f = redis.call('HMGET', meta, 'retention', 'seal')
+-- A sealed job's data is kept for its retention already (see MinReplicas).
+if not f[2] then redis.call('PEXPIRE', data, ARGV[3]) end
+local t = redis.call('TIME')
+redis.call('HSET', meta, 'updated', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+redis.call('PEXPIRE', meta, f[1])
+return {'ok'}
+`)
+
+// renewBatch is how many jobs one pipeline of Renew renews: a pass over
+// many jobs costs a round trip per renewBatch (per Cluster node, in
+// parallel), not per job.
+const renewBatch = 1000
+
+// Renew implements Store. Every renewBatch jobs are one pipeline of
+// scriptRenew calls, which go-redis splits by Cluster node and sends to
+// the nodes at once; the owners' indexes are kept in the first one.
+func (s *RedisStore) Renew(ctx context.Context, retention time.Duration, held []Held) []error {
+	errs := make([]error, len(held))
+	owners := make(map[string]bool)
+	for start := 0; start < len(held); start += renewBatch {
+		end := min(start+renewBatch, len(held))
+		var indexes []string
+		for _, h := range held[start:end] {
+			if !owners[h.Owner] {
+				owners[h.Owner] = true
+				indexes = append(indexes, s.ownerKey(h.Owner))
+			}
+		}
+		s.renew(ctx, retention, held[start:end], indexes, errs[start:end])
+	}
+	return errs
+}
+
+// renew renews held in one pipeline, with scriptKeepIndex on indexes, and
+// sets errs. Jobs whose script the server lacked (NOSCRIPT) are renewed
+// again once it is loaded.
+func (s *RedisStore) renew(ctx context.Context, retention time.Duration, held []Held, indexes []string, errs []error) {
+	todo := make([]int, len(held))
+	for i := range todo {
+		todo[i] = i
+	}
+	for attempt := 0; attempt < 2 && len(todo) > 0; attempt++ {
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(todo))
+		for n, i := range todo {
+			h := held[i]
+			cmds[n] = pipe.EvalSha(ctx, scriptRenew.Hash(), s.keys(h.ID)[:3], "", h.Lease.Token, h.Lease.TTL.Milliseconds())
+		}
+		if attempt == 0 {
+			for _, index := range indexes {
+				pipe.Eval(ctx, luaKeepIndex, []string{index}, indexTTL(retention).Milliseconds())
+			}
+		}
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		var again []int
+		for n, i := range todo {
+			errs[i] = renewResult(held[i].ID, cmds[n])
+			if redis.HasErrorPrefix(cmds[n].Err(), "NOSCRIPT") {
+				again = append(again, i)
+			}
+		}
+		if len(again) > 0 {
+			if err := scriptRenew.Load(ctx, s.client).Err(); err != nil {
+				return
+			}
+		}
+		todo = again
+	}
+}
+
+// renewResult turns the reply of one scriptRenew into its error.
+func renewResult(id string, cmd *redis.Cmd) error {
+	res, err := cmd.Slice()
+	switch {
+	case err != nil:
+		return err
+	case len(res) == 0:
+		return fmt.Errorf("%w: renew %s: empty script reply", ErrCorrupt, id)
+	}
+	switch code, _ := res[0].(string); code {
+	case "ok":
+		return nil
+	case "fenced":
+		return ErrLeaseLost
+	case "missing":
+		return ErrNotFound
+	default:
+		return fmt.Errorf("%w: renew %s: reply %q", ErrCorrupt, id, code)
+	}
+}
