@@ -79,10 +79,18 @@
 // ignores ctx while it waits, so a ctx deadline shorter than that is not
 // honoured.
 //
-// go-redis retries a command after a dropped connection (Options.MaxRetries,
-// 3 by default), so a chunk write may reach Redis twice. That is why each
-// chunk write carries its index: a chunk whose index is already stored is
-// ignored, and retrying the final write is harmless.
+// A chunk write may reach Redis twice, late, or in part: go-redis gives up
+// on a connection whose reply is late and what it had sent may still
+// arrive, and the Exporter repeats a write that failed for a reason that
+// may pass. So a chunk write is one MULTI/EXEC of the chunks' RPUSHX and
+// the script that checks them (Redis discards a transaction that never
+// reached EXEC), and each carries its index: a chunk whose index is already
+// stored is ignored, and repeating the final write is harmless.
+//
+// Run Redis with maxmemory-policy noeviction: every key here has a TTL, so
+// other policies may evict any of them (an Exporter logs a warning naming
+// the policy when it is another). Above maxmemory, Redis then refuses new
+// exports and new bytes, and every ending is still recorded.
 //
 // RedisStore never closes the client it is given; close it after Shutdown.
 //

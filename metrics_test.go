@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,6 +244,9 @@ func TestLogRecordsCarryJobAndOwner(t *testing.T) {
 		return want["export started"] && want["export completed"] && want["export failed"] && want["export cancelled"]
 	}, 5*time.Second, 5*time.Millisecond, "records seen: %v", want)
 	for _, r := range h.snapshot() {
+		if strings.Contains(r.msg, "maxmemory-policy") {
+			continue // the eviction check's, about the instance (miniredis has no CONFIG)
+		}
 		require.Contains(t, owners, r.attrs["job"], "record without a job of the test: %+v", r)
 		require.Equal(t, owners[r.attrs["job"]], r.attrs["owner"], "record %+v", r)
 	}
