@@ -23,13 +23,16 @@ import (
 //	<prefix>{<id>}:data   list: the chunks, in order
 //	<prefix>{<id>}:lease  string: the running instance's token, with PX = lease TTL
 //	<prefix>{<id>}:watch  string: present (with a TTL) while WatchExport runs on the job
+//	<prefix>{<id>}:abandoned  string: present for 10 minutes once a creation whose
+//	                      caller was told it failed was undone (see Abandon)
 //
 // Every state change is one Lua script that checks the status and the
 // lease token before it writes and sets the TTLs in the same step. A job
 // reaching a terminal status is announced on the channel <prefix>events
 // as "<id> <status> <job>", in the same script (see parseEvent). Each
 // owner's jobs are listed in <prefix>owner:{<hash of owner>}:jobs, a
-// sorted set with a TTL.
+// sorted set with a TTL (see redis_list.go). A chunk write is a MULTI/EXEC
+// (see redis_write.go) and lease renewals are pipelined (redis_lease.go).
 //
 // RedisStore never closes the client it was given.
 type RedisStore struct {
@@ -83,18 +86,18 @@ func (s *RedisStore) keys(id string) []string {
 // "<id> <status>".
 func (s *RedisStore) eventsChannel() string { return s.prefix + "events" }
 
-// luaCommon is prepended to every script.
+// luaCommon is prepended to every script but scriptRenew.
 //
 // All scripts take KEYS[1] = meta, KEYS[2] = data, KEYS[3] = lease,
 // KEYS[4] = watch (exists while someone runs WatchExport on the job),
 // KEYS[5] = abandoned (exists for a while once a creation was abandoned:
-// see scriptAbandon) and ARGV[1] = the events channel. They keep redis.call to a minimum (each
-// costs about a microsecond): load() reads the fields they need in one
-// HMGET and the lease token, ending first a live job whose lease lapsed;
-// keep() records an update and renews meta's retention TTL; hold() renews
-// the lease and the data list with one TTL, so they expire together;
-// finish() ends a job, removing its data unless it completed, and
-// announces it; reply() returns {code, field, value, ...}.
+// see scriptAbandon) and ARGV[1] = the events channel. They keep
+// redis.call to a minimum (each costs about a microsecond): load() reads
+// the fields they need in one HMGET and the lease token, ending first a
+// live job whose lease lapsed; hold() renews the lease and the data list
+// with one TTL, so they expire together; finish() ends a job, removing its
+// data unless it completed, and announces it; reply() returns {code,
+// field, value, ...}.
 //
 // While a job is live its data list starts with an empty header element:
 // chunks are appended with RPUSHX, which does nothing once the list is
