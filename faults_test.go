@@ -340,6 +340,30 @@ func faultWaitTerminal(x *Exporter, id string, deadline time.Time) (*Job, error)
 	}
 }
 
+// faultWaitStored waits until every job of ids has stored at least n
+// bytes, as store reads them.
+func faultWaitStored(t *testing.T, store Store, ids []string, n int64) {
+	t.Helper()
+	ctx := testCtx(t)
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			if j, err := store.Get(ctx, id, ""); err != nil || j.Bytes < n {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 5*time.Millisecond, "the exports never stored %d bytes each", n)
+}
+
+// faultIDs returns the id of each export, as id reads it.
+func faultIDs[E any](exports []E, id func(E) string) []string {
+	out := make([]string, len(exports))
+	for i, ex := range exports {
+		out[i] = id(ex)
+	}
+	return out
+}
+
 // faultRequireOutcome checks a terminal job of the fault tests: completed with
 // exactly data (by its checksum, a verified download through x, and the
 // stored chunks when store is not nil), or failed with a reason and its
@@ -606,14 +630,7 @@ func TestConnectionsCut(t *testing.T) {
 	victimSrc := newFaultSlowSource(randomBytes(100*faultChunk), faultChunk, 25*time.Millisecond, nil)
 	victim, err := x.StartExport(ctx, alice, victimSrc)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		for _, ex := range exports {
-			if j, err := adminStore.Get(ctx, ex.id, ""); err != nil || j.Bytes < 3*faultChunk {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 5*time.Millisecond)
+	faultWaitStored(t, adminStore, faultIDs(exports, func(ex export) string { return ex.id }), 3*faultChunk)
 
 	proxy.Cut()
 	cutAt := time.Now()
@@ -919,14 +936,7 @@ func TestRedisPaused(t *testing.T) {
 	// is theirs to cancel.
 	victim, err := x.StartExport(ctx, alice, newFaultSlowSource(randomBytes(200*faultChunk), faultChunk, 20*time.Millisecond, nil))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		for _, ex := range exports {
-			if j, err := adminStore.Get(ctx, ex.id, ""); err != nil || j.Bytes < 10*faultChunk {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 5*time.Millisecond)
+	faultWaitStored(t, adminStore, faultIDs(exports, func(ex export) string { return ex.id }), 10*faultChunk)
 
 	require.NoError(t, admin.Do(ctx, "CLIENT", "PAUSE", "3000", "ALL").Err())
 	pausedAt := time.Now()

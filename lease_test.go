@@ -176,14 +176,7 @@ func testOutageShorterThanTheRetryWindow(t *testing.T, fault string) {
 		require.NoError(t, err)
 		exports[i] = export{id: job.ID, data: data}
 	}
-	require.Eventually(t, func() bool {
-		for _, ex := range exports {
-			if j, err := admin.Get(ctx, ex.id, ""); err != nil || j.Bytes < 3*faultChunk {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 5*time.Millisecond)
+	faultWaitStored(t, admin, faultIDs(exports, func(ex export) string { return ex.id }), 3*faultChunk)
 	const down = 1100 * time.Millisecond
 	if fault == "cut" {
 		proxy.CutFor(down)

@@ -137,3 +137,31 @@ func TestShortRetentionKeepsOthersListed(t *testing.T) {
 		require.Greater(t, ttl, 24*time.Hour, "the index outlives the day-long export")
 	})
 }
+
+// TestCreatePrunesOnlyGoneJobs gives an owner's index old entries, of jobs
+// that are gone and of one that lives (a day's Retention): the next
+// StartExport of that owner, on an instance with a Retention of 200 ms,
+// removes the gone ones and only those, so the index of an owner who never
+// lists stays bounded without dropping a live job.
+func TestCreatePrunesOnlyGoneJobs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		x := e.exporter(t, Config{})
+		short := e.secondExporter(t, Config{Retention: 200 * time.Millisecond, LeaseTTL: 100 * time.Millisecond})
+		ctx := testCtx(t)
+		live, err := x.StartExport(ctx, alice, strings.NewReader("lives on"))
+		require.NoError(t, err)
+		waitFor(t, x, alice, live.ID, StatusCompleted)
+		index := e.store.ownerKey(alice.ID)
+		old := float64(time.Now().Add(-time.Hour).UnixMilli())
+		require.NoError(t, e.client.ZAdd(ctx, index, redis.Z{Score: old, Member: live.ID}).Err())
+		for i := range 5 {
+			gone := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+			require.NoError(t, e.client.ZAdd(ctx, index, redis.Z{Score: old - float64(i), Member: gone}).Err())
+		}
+		fresh, err := short.StartExport(ctx, alice, strings.NewReader("new"))
+		require.NoError(t, err)
+		members, err := e.client.ZRange(ctx, index, 0, -1).Result()
+		require.NoError(t, err)
+		require.ElementsMatch(t, []string{live.ID, fresh.ID}, members)
+	})
+}

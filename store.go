@@ -40,8 +40,13 @@ type Store interface {
 	// job to running; it appends w.Chunks at w.Index; with w.Final it ends
 	// the job with that status. Chunks that are already stored (a retried
 	// write) are not stored again; chunks that do not follow the stored
-	// ones are an error. Write renews lease. Ending a job with the status
-	// it already has (a retried final write) succeeds.
+	// ones are an error. A copy of an earlier Write that arrives late,
+	// twice or in part never changes what is stored at any index. A
+	// completing write checks that the stored chunks are all still there,
+	// else it fails with an error wrapping ErrCorrupt and leaves the job
+	// live (its owner fails it).
+	// Write renews lease. Ending a job with the status it already has (a
+	// retried final write) succeeds.
 	Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error
 
 	// Renew extends the lease of each held job and the job's retention, in
