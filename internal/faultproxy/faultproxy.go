@@ -176,8 +176,9 @@ func (p *Proxy) HoldNext(name string) {
 	p.mu.Unlock()
 }
 
-// Held waits up to timeout for a connection to take the hold of HoldNext,
-// and returns the names of the whole commands it holds so far, in order.
+// Held waits up to timeout for a connection to take the hold of HoldNext
+// and to have sent the held command whole, and returns the names of the
+// whole commands it holds so far, in order.
 func (p *Proxy) Held(timeout time.Duration) ([]string, error) {
 	p.mu.Lock()
 	took := p.took
@@ -185,12 +186,16 @@ func (p *Proxy) Held(timeout time.Duration) ([]string, error) {
 	if took == nil {
 		return nil, errors.New("faultproxy: Held without HoldNext")
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	select {
 	case <-took:
-	case <-t.C:
-		return nil, fmt.Errorf("faultproxy: no connection sent the held command within %v", timeout)
+	default:
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-took:
+		case <-t.C:
+			return nil, fmt.Errorf("faultproxy: no connection sent the held command within %v", timeout)
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -411,12 +416,14 @@ func (p *Proxy) route(l *link, seg []byte, name string, first, last bool) bool {
 	if first && !l.holding && p.hold != "" && p.holder == nil && strings.EqualFold(name, p.hold) {
 		l.holding, l.released = true, make(chan struct{})
 		p.holder = l
-		close(p.took)
 	}
 	if l.holding {
 		l.held = append(l.held, seg...)
 		if last {
 			l.cmds = append(l.cmds, heldCommand{name: name, end: len(l.held)})
+			if len(l.cmds) == 1 && p.holder == l {
+				close(p.took) // Held: the held command is in whole
+			}
 		}
 		p.mu.Unlock()
 		return true
