@@ -8,36 +8,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// scriptRenew extends a lease, the job's retention and its data's TTL.
-// It is the one script an instance runs for every job it holds, every
-// LeaseTTL/3, so it does the least it can: a lease key holding the token
-// means the job is live (every ending deletes the lease).
-//
-// KEYS[1] meta, KEYS[2] data, KEYS[3] lease
-// ARGV[1] (unused: the events channel of every script)
-// ARGV[2] lease token
-// ARGV[3] lease TTL, ms
-//
-// Returns {"ok"}, {"fenced"} (the lease is gone or another's) or
-// {"missing"} (the job is gone).
-var scriptRenew = redis.NewScript(`
-local meta, data, lease = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('GET', lease) ~= ARGV[2] then
-  if redis.call('EXISTS', meta) == 0 then return {'missing'} end
-  return {'fenced'}
-end
--- First a write that cannot grow memory: Redis then lets the rest through
--- above maxmemory (see finish in luaCommon), and a live job keeps its lease.
-redis.call('PEXPIRE', lease, ARGV[3])
-local f = redis.call('HMGET', meta, 'retention', 'seal')
--- A sealed job's data is kept for its retention already (see MinReplicas).
-if not f[2] then redis.call('PEXPIRE', data, ARGV[3]) end
-local t = redis.call('TIME')
-redis.call('HSET', meta, 'updated', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
-redis.call('PEXPIRE', meta, f[1])
-return {'ok'}
-`)
-
 // renewBatch is how many jobs one pipeline of Renew renews: a pass over
 // many jobs costs a round trip per renewBatch (per Cluster node, in
 // parallel), not per job.

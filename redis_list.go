@@ -49,34 +49,6 @@ const pruneBatch = 16
 // entries.
 func pruneAge(retention time.Duration) time.Duration { return max(indexTTL(retention), time.Minute) }
 
-// luaIndex adds a job to its owner's index and extends the index's TTL.
-//
-// KEYS[1] the owner's index
-// ARGV[1] the job's id
-// ARGV[2] the least TTL the index keeps, ms (never shortened)
-// ARGV[3] the age, ms, past which an entry's job may be gone
-// ARGV[4] the most ids returned
-//
-// Returns the ids of the oldest entries past that age, up to ARGV[4].
-const luaIndex = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now - tonumber(ARGV[3])), 'LIMIT', 0, ARGV[4])
-`
-
-// luaKeepIndex extends an index's TTL, never shortening it (Renew).
-//
-// KEYS[1] the owner's index
-// ARGV[1] the least TTL it keeps, ms
-//
-// Returns 1 if it extended the TTL, else 0.
-const luaKeepIndex = `
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 0
-`
-
 // indexJob queues luaIndex on pipe. It is sent whole (EVAL, not
 // EVALSHA): a pipeline cannot load a script it misses and go on.
 func (s *RedisStore) indexJob(ctx context.Context, pipe redis.Pipeliner, index, id string, retention time.Duration) *redis.Cmd {

@@ -4,16 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// The write path. A Store.Write is scriptWrite preceded by an RPUSHX of
-// the write's chunks, both in one MULTI/EXEC: the bytes never pass through
-// Lua (which copies every argument twice and held throughput to about a
-// third of a plain RPUSH), and the transaction makes the pair one unit.
+// The write path. A Store.Write is scriptWrite (lua/write.lua) preceded
+// by an RPUSHX of the write's chunks, both in one MULTI/EXEC: the bytes
+// never pass through Lua (which copies every argument twice and held
+// throughput to about a third of a plain RPUSH), and the transaction makes
+// the pair one unit.
 // go-redis gives up on a connection whose reply is late and repeats the
 // command on another; what the abandoned connection had sent may still
 // reach Redis later, whole or in part. A part of a transaction (no EXEC)
@@ -27,23 +27,44 @@ import (
 // applied without its script and has to be removed ({"retry"}).
 const maxWriteAttempts = 4
 
-// Write implements Store.
-func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error {
-	text := w.Checksum
-	if w.Final == StatusFailed {
-		text = w.Reason
-	}
-	begin := "0"
-	if w.Begin {
+// writeArgs are the ARGV of lua/write.lua, by name (see its header).
+type writeArgs struct {
+	token  string
+	ttl    time.Duration
+	begin  bool
+	index  int64  // of the first chunk
+	chunks int    // appended by the RPUSHX before the script
+	bytes  int64  // the job's Bytes once they are stored
+	final  Status // "", StatusCompleted or StatusFailed
+	text   string // checksum or error text
+	count  int64  // chunks a completed job holds
+	seal   bool   // record text and count as what completes the job
+}
+
+// argv returns the script's ARGV, after the events channel.
+func (a writeArgs) argv(events string) []any {
+	begin, seal := "0", "0"
+	if a.begin {
 		begin = "1"
 	}
-	keys := s.keys(id)
-	argv := []any{s.eventsChannel(), lease.Token, lease.TTL.Milliseconds(), begin, w.Index, len(w.Chunks),
-		w.Bytes, string(w.Final), text, w.Count, "0"}
-	if w.Final == StatusCompleted && w.Replicas > 0 {
-		return s.writeReplicated(ctx, id, keys, argv, w)
+	if a.seal {
+		seal = "seal"
 	}
-	res, err := s.transact(ctx, keys, argv, w.Chunks, s.client)
+	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal}
+}
+
+// Write implements Store.
+func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error {
+	a := writeArgs{token: lease.Token, ttl: lease.TTL, begin: w.Begin, index: w.Index, chunks: len(w.Chunks),
+		bytes: w.Bytes, final: w.Final, text: w.Checksum, count: w.Count}
+	if w.Final == StatusFailed {
+		a.text = w.Reason
+	}
+	keys := s.keys(id)
+	if w.Final == StatusCompleted && w.Replicas > 0 {
+		return s.writeReplicated(ctx, id, keys, a, w)
+	}
+	res, err := s.transact(ctx, keys, a.argv(s.eventsChannel()), w.Chunks, s.client)
 	if err != nil {
 		return err
 	}
@@ -141,15 +162,15 @@ func writeResult(id string, w ChunkWrite, res []any) error {
 // The first step is tried three times; repeating it is harmless, also on a
 // new master after a failover (a write it still has is recognised, one it
 // lost is made again, and chunks it lost fail the write with a gap).
-func (s *RedisStore) writeReplicated(ctx context.Context, id string, keys []string, argv []any, w ChunkWrite) error {
-	sealed := slices.Clone(argv)
-	sealed[7], sealed[10] = "", "seal" // no final status yet; text and count stay
-	if err := s.replicated(ctx, id, keys, sealed, w); err != nil {
+func (s *RedisStore) writeReplicated(ctx context.Context, id string, keys []string, a writeArgs, w ChunkWrite) error {
+	sealed := a
+	sealed.final, sealed.seal = "", true // no final status yet; text and count stay
+	if err := s.replicated(ctx, id, keys, sealed.argv(s.eventsChannel()), w); err != nil {
 		return err
 	}
-	done := slices.Clone(argv)
-	done[4], done[5] = w.Index+int64(len(w.Chunks)), 0 // no chunks left
-	res, err := s.transact(ctx, keys, done, nil, s.client)
+	done := a
+	done.index, done.chunks = w.Index+int64(len(w.Chunks)), 0 // every chunk is stored
+	res, err := s.transact(ctx, keys, done.argv(s.eventsChannel()), nil, s.client)
 	if err != nil {
 		return err
 	}
