@@ -183,7 +183,7 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 		switch {
 		case err == nil && job.Status.Terminal():
 			return job, nil
-		case err != nil && !transient(err): // gone (expired), or ctx's end
+		case err != nil && !e.retryable(err): // gone (expired), or ctx's end
 			return nil, err
 		case err != nil:
 			e.log.DebugContext(ctx, "re-reading a waited-for export failed; trying again", "job", id, "err", err)
@@ -207,11 +207,11 @@ func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Dura
 		switch {
 		case err == nil && job.Status.Terminal():
 			return job, nil
-		case err != nil && !transient(err):
+		case err != nil && !e.retryable(err):
 			return nil, err
 		}
 		if sub == nil {
-			if sub, err = e.store.Subscribe(ctx); err != nil && !transient(err) {
+			if sub, err = e.store.Subscribe(ctx); err != nil && !e.retryable(err) {
 				return nil, err
 			}
 		}
@@ -220,7 +220,7 @@ func (e *Exporter) waitSubscribed(ctx context.Context, id string, poll time.Dura
 		switch {
 		case ev.Job != nil:
 			return ev.Job, nil
-		case err != nil && !transient(err):
+		case err != nil && !e.retryable(err):
 			return nil, err
 		}
 	}
@@ -239,7 +239,7 @@ func (e *Exporter) receiveFor(ctx context.Context, sub Subscription, id string, 
 		}
 		ev, err := sub.Receive(ctx, left)
 		if err != nil {
-			if !transient(err) {
+			if !e.retryable(err) {
 				return Event{}, err
 			}
 			break // wait out the rest of d

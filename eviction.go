@@ -2,9 +2,6 @@ package exporter
 
 import (
 	"context"
-	"sync"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Eviction. Every key of a job has a TTL, so a Redis whose maxmemory-policy
@@ -46,30 +43,4 @@ func (e *Exporter) checkEviction() {
 			return
 		}
 	}
-}
-
-// evictionPolicies returns the maxmemory-policy of every server that holds
-// jobs: each master of a Cluster, else the one server.
-func (s *RedisStore) evictionPolicies(ctx context.Context) ([]string, error) {
-	read := func(ctx context.Context, c redis.Cmdable) (string, error) {
-		m, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
-		return m["maxmemory-policy"], err
-	}
-	cc, ok := s.client.(*redis.ClusterClient)
-	if !ok {
-		p, err := read(ctx, s.client)
-		return []string{p}, err
-	}
-	var (
-		mu  sync.Mutex
-		out []string
-	)
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		p, err := read(ctx, c)
-		mu.Lock()
-		out = append(out, p)
-		mu.Unlock()
-		return err
-	})
-	return out, err
 }

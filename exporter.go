@@ -210,7 +210,7 @@ func (e *Exporter) abandon(rn *run) {
 				rn.log.Debug("abandoned export creation undone")
 				return
 			}
-			if !transient(err) || !sleepCtx(ctx, backoff) {
+			if !e.retryable(err) || !sleepCtx(ctx, backoff) {
 				rn.log.Warn("undoing an abandoned export creation failed; if it was recorded, it will read failed (worker lost)", "err", err)
 				return
 			}

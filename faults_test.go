@@ -815,7 +815,7 @@ func (r *faultRetryRig) run(t *testing.T, tc faultRetryCase) (hit bool, job *Job
 	// A write is a transaction, which go-redis does not repeat after a lost
 	// reply (it cannot know whether EXEC ran): the Exporter repeats it when
 	// the error may pass.
-	repeated := writeErr == nil || transient(writeErr)
+	repeated := writeErr == nil || r.x.retryable(writeErr)
 	hit = waiting && repeated
 
 	if !tc.final {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -260,4 +261,30 @@ func (s *RedisStore) ReadChunks(ctx context.Context, id string, first, n int) ([
 		out[i] = unsafe.Slice(unsafe.StringData(v), len(v))
 	}
 	return out, nil
+}
+
+// evictionPolicies returns the maxmemory-policy of every server that holds
+// jobs: each master of a Cluster, else the one server.
+func (s *RedisStore) evictionPolicies(ctx context.Context) ([]string, error) {
+	read := func(ctx context.Context, c redis.Cmdable) (string, error) {
+		m, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+		return m["maxmemory-policy"], err
+	}
+	cc, ok := s.client.(*redis.ClusterClient)
+	if !ok {
+		p, err := read(ctx, s.client)
+		return []string{p}, err
+	}
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		p, err := read(ctx, c)
+		mu.Lock()
+		out = append(out, p)
+		mu.Unlock()
+		return err
+	})
+	return out, err
 }

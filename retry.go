@@ -3,10 +3,7 @@ package exporter
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Writes are safe to repeat (see Store.Write), so the Exporter repeats a
@@ -14,43 +11,22 @@ import (
 // restarting server) for as long as the run's lease can survive it: a
 // short outage then delays an export instead of failing it.
 
-// errGap marks a write whose chunks do not follow the stored ones: a bug or
-// lost data, which repeating cannot fix.
-var errGap = errors.New("chunks missing")
-
-// transient reports whether err may pass if the call is repeated: a
-// connection that failed, or the reply of a server that is loading its
-// data, failing over or busy. The store's verdicts, a closed client and
-// other error replies (NOPERM from an ACL, OOM, a script's error) are
-// final.
-func transient(err error) bool {
+// retryable reports whether a store call that failed with err is worth
+// repeating: never for the library's verdicts (a lost lease, a missing or
+// corrupt job, an invalid argument) or the caller's context; otherwise as
+// the store says (Store.Transient).
+func (e *Exporter) retryable(err error) bool {
 	if err == nil {
 		return false
 	}
 	for _, final := range []error{ErrLeaseLost, ErrNotFound, ErrCorrupt, ErrNotReplicated, ErrInvalid,
-		errGap, context.Canceled, context.DeadlineExceeded, redis.ErrClosed} {
+		context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, final) {
 			return false
 		}
 	}
-	var reply redis.Error
-	if errors.As(err, &reply) {
-		msg := reply.Error()
-		for _, passing := range transientReplies {
-			if strings.HasPrefix(msg, passing) {
-				return true
-			}
-		}
-		// Before Redis 7, an error inside a script came wrapped in ERR.
-		return strings.Contains(msg, "-READONLY")
-	}
-	return true
+	return e.store.Transient(err)
 }
-
-// transientReplies are the prefixes of the Redis error replies that may
-// pass: go-redis retries the same ones.
-var transientReplies = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN",
-	"NOREPLICAS", "BUSY", "ERR max number of clients reached"}
 
 // write is store.Write for the run rn, repeated with backoff while it
 // fails transiently, for at most two thirds of the lease TTL (the lease was
@@ -68,7 +44,7 @@ func (e *Exporter) write(ctx context.Context, rn *run, w ChunkWrite) error {
 			return nil
 		}
 		left := time.Until(deadline)
-		if !transient(err) || left <= 0 {
+		if !e.retryable(err) || left <= 0 {
 			return err
 		}
 		wait := min(backoff, left)

@@ -21,6 +21,7 @@ func (replyError) RedisError()     {}
 // TestTransient: which store errors the Exporter repeats (writes) or
 // waits out (WaitExport, WatchExport), and which it reports at once.
 func TestTransient(t *testing.T) {
+	x := &Exporter{store: NewRedisStore(nil)} // what the Exporter repeats on a RedisStore
 	dial := &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("connection refused")}
 	tests := []struct {
 		name string
@@ -49,7 +50,7 @@ func TestTransient(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Equal(t, tt.want, transient(tt.err), "%v", tt.err)
+			require.Equal(t, tt.want, x.retryable(tt.err), "%v", tt.err)
 		})
 	}
 }

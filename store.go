@@ -78,6 +78,12 @@ type Store interface {
 	// after each store write) for ttl; a watcher renews it.
 	Watch(ctx context.Context, id string, ttl time.Duration) error
 
+	// Transient reports whether err, returned by one of the Store's calls,
+	// may pass if the call is repeated (a dropped connection, a server that
+	// is restarting or failing over), rather than being a final answer.
+	// The Exporter repeats such calls for as long as a lease allows.
+	Transient(err error) bool
+
 	// List returns up to limit of owner's jobs, newest first, starting after
 	// cursor ("" for the newest), and the cursor of the next page ("" after
 	// the last). Jobs that expired are skipped (and forgotten). A cursor

@@ -119,7 +119,7 @@ func (e *Exporter) watchExport(ctx context.Context, user User, id string, every 
 			}
 		}
 		job, err := e.store.Get(ctx, id, "")
-		if err != nil && !transient(err) { // gone (expired), or ctx's end
+		if err != nil && !e.retryable(err) { // gone (expired), or ctx's end
 			return err
 		}
 		if err != nil { // the store may be back at the next re-read
