@@ -282,11 +282,10 @@ func TestWaitIsNotified(t *testing.T) {
 		}
 		res := make(chan result, 1)
 		go func() {
-			time.Sleep(300 * time.Millisecond) // let the waiter settle into its wait
 			j, err := y.WaitExport(testCtx(t), alice, job.ID)
 			res <- result{j, err, time.Now()}
 		}()
-		time.Sleep(600 * time.Millisecond)
+		waitWaiting(t, y, job.ID, 1)
 		ended := time.Now()
 		src.end(nil)
 		r := <-res
@@ -318,7 +317,7 @@ func TestWaitAcrossShutdown(t *testing.T) {
 			results <- j
 		}
 		go wait()
-		time.Sleep(100 * time.Millisecond) // the first waiter is waiting
+		waitWaiting(t, x, job.ID, 1)
 		require.NoError(t, x.Shutdown(testCtx(t)))
 		go wait()
 		time.Sleep(100 * time.Millisecond)

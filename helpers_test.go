@@ -298,6 +298,18 @@ func waitFor(t *testing.T, x *Exporter, user User, id string, want Status) *Job 
 	return job
 }
 
+// waitWaiting waits until x has n WaitExport (or WatchExport) calls on
+// job id registered on its subscription: a test's synchronization point
+// instead of a sleep.
+func waitWaiting(t *testing.T, x *Exporter, id string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		x.waitersMu.Lock()
+		defer x.waitersMu.Unlock()
+		return len(x.waiters[id]) >= n
+	}, 10*time.Second, time.Millisecond, "no %d waiters on %s", n, id)
+}
+
 // waitStatus polls until job id has status want (for non-terminal ones).
 func waitStatus(t *testing.T, x *Exporter, user User, id string, want Status) *Job {
 	t.Helper()

@@ -206,7 +206,7 @@ func TestWaitReturnsEndedJob(t *testing.T) {
 				}
 				got <- j
 			}()
-			time.Sleep(50 * time.Millisecond) // the waiter is registered
+			waitWaiting(t, x, job.ID, 1)
 			src.end(fail)
 			ended := <-got
 			cs.mu.Lock()
