@@ -235,3 +235,62 @@ func TestWriteRetryUsesItsWindow(t *testing.T) {
 	job = waitFor(t, x, alice, job.ID, StatusCompleted)
 	require.Equal(t, int64(3*testChunk), job.Bytes)
 }
+
+// failingRenewals is a Store whose renewals all fail, as with a store that
+// is away, and that counts them.
+type failingRenewals struct {
+	Store
+	calls atomic.Int64
+}
+
+func (f *failingRenewals) Renew(ctx context.Context, retention time.Duration, held []Held) []error {
+	f.calls.Add(1)
+	errs := make([]error, len(held))
+	for i := range errs {
+		errs[i] = io.ErrUnexpectedEOF
+	}
+	return errs
+}
+
+// TestRenewalBackoffStaysBounded keeps every renewal failing for 2.5 s
+// with a 100 ms lease: the lease keeper retries at most every 50 ms (its
+// backoff is capped), about 50 times, and never spins. (The backoff used
+// to double without end; after some 38 failed passes it overflowed and
+// the keeper renewed in a busy loop.)
+func TestRenewalBackoffStaysBounded(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	store := &failingRenewals{Store: e.store}
+	x := e.exporterOn(t, store, Config{LeaseTTL: 100 * time.Millisecond})
+	src := newFeedSource(nil)
+	_, err := x.StartExport(testCtx(t), alice, src)
+	require.NoError(t, err)
+	time.Sleep(2500 * time.Millisecond) // the outage under test
+	calls := store.calls.Load()
+	require.Greater(t, calls, int64(20), "renewals were not retried")
+	require.Less(t, calls, int64(150), "the lease keeper spun: %d renewal passes in 2.5 s", calls)
+	src.end(nil)
+}
+
+// TestLongExportStaysListed runs an export for 1.2 s on an instance whose
+// Retention is 300 ms: the owner's index, created with a TTL of twice
+// that, is extended by every lease renewal, so the export stays listed
+// while it runs (its own keys live on by their renewals too).
+func TestLongExportStaysListed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		x := e.exporter(t, Config{Retention: 300 * time.Millisecond, LeaseTTL: 100 * time.Millisecond})
+		src := newFeedSource(nil)
+		job, err := x.StartExport(ctx, alice, src)
+		require.NoError(t, err)
+		for range 48 {
+			e.elapse(25 * time.Millisecond)
+		}
+		list, err := x.ListExports(ctx, alice, ListOptions{})
+		require.NoError(t, err)
+		require.Len(t, list.Jobs, 1, "a running export left the listing")
+		require.Equal(t, job.ID, list.Jobs[0].ID)
+		require.False(t, list.Jobs[0].Status.Terminal())
+		src.end(nil)
+		waitFor(t, x, alice, job.ID, StatusCompleted)
+	})
+}

@@ -72,9 +72,11 @@ func (e *Exporter) keepLeases() {
 			}
 		}
 		if failed > 0 {
-			e.log.Warn("export lease renewal failed", "exports", failed, "err", last, "retry", min(retry, e.renewRetryCap()))
-			t.Reset(min(retry, e.renewRetryCap()))
-			retry *= 2
+			e.log.Warn("export lease renewal failed", "exports", failed, "err", last, "retry", retry)
+			t.Reset(retry)
+			// Capped as it grows: doubled without end, it would overflow
+			// during a long outage and the keeper would spin.
+			retry = min(2*retry, e.renewRetryCap())
 		} else {
 			// Passes start every interval: a pass that took long (many
 			// runs, a busy machine) delays the next one by no more than it

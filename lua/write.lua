@@ -62,7 +62,6 @@ end
 -- Redis refuses the RPUSHX of new bytes, but records a completion.
 redis.call('PEXPIRE', meta, j.retention)
 if len < base + c then
-  trim()
   return {'lost', math.max(len - base, 0), c}
 end
 local idx, extra = tonumber(ARGV[5]), len - base - c
