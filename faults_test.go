@@ -998,7 +998,8 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 	// during the cut.
 	cfg := Config{ChunkSize: faultChunk, LeaseTTL: time.Second}
 	runner := faultExporter(t, NewRedisStore(faultClient(t, srv.Addr)).WithPrefix(prefix), cfg)
-	waiter := faultExporter(t, NewRedisStore(faultClient(t, proxy.Addr())).WithPrefix(prefix), cfg)
+	waiterStore := &readCounter{Store: NewRedisStore(faultClient(t, proxy.Addr())).WithPrefix(prefix)}
+	waiter := faultExporter(t, waiterStore, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -1018,6 +1019,9 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 		j, err := waiter.WaitExport(ctx, alice, job.ID)
 		waited <- result{j, err}
 	}()
+	// Its first read is done (an error there is returned, by design):
+	// what the cut meets are re-reads.
+	require.Eventually(t, func() bool { return waiterStore.reads.Load() > 0 }, 10*time.Second, time.Millisecond)
 	// After Shutdown, WaitExport subscribes for itself: its first
 	// subscription fails, and the next ones during the cut.
 	subscribed := &subscribeSignal{Store: NewRedisStore(faultClient(t, proxy.Addr())).WithPrefix(prefix), done: make(chan struct{})}
@@ -1076,6 +1080,17 @@ func TestWaitRidesOutAnOutage(t *testing.T) {
 
 // subscribeSignal is a Store whose first Subscribe fails, as on a
 // connection that dropped, and closes done.
+// readCounter is a Store that counts the Gets that returned.
+type readCounter struct {
+	Store
+	reads atomic.Int64
+}
+
+func (r *readCounter) Get(ctx context.Context, id, owner string) (*Job, error) {
+	defer r.reads.Add(1)
+	return r.Store.Get(ctx, id, owner)
+}
+
 type subscribeSignal struct {
 	Store
 	once sync.Once
