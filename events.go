@@ -16,7 +16,6 @@ import (
 // listen receives the store's events until the Exporter stops, and closes
 // ready once subscribed the first time.
 func (e *Exporter) listen(ready chan struct{}) {
-	defer e.wg.Done()
 	backoff := 50 * time.Millisecond
 	for e.base.Err() == nil {
 		sub, err := e.store.Subscribe(e.base)
@@ -57,7 +56,7 @@ func (e *Exporter) listen(ready chan struct{}) {
 // dispatch acts on one event.
 func (e *Exporter) dispatch(ev Event) {
 	if ev.Status == StatusCancelled {
-		e.abort(ev.ID, ErrCancelled)
+		e.sched.abort(ev.ID, ErrCancelled)
 	}
 	e.waitersMu.Lock()
 	for ch := range e.waiters[ev.ID] {

@@ -24,7 +24,6 @@ type evictionReporter interface {
 // checkEviction logs a warning, once, if a server of the store may evict
 // keys. It is one of the Exporter's background goroutines.
 func (e *Exporter) checkEviction() {
-	defer e.wg.Done()
 	r, ok := e.store.(evictionReporter)
 	if !ok {
 		return

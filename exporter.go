@@ -31,22 +31,16 @@ type Exporter struct {
 	// leases must not lapse (they would read "worker lost").
 	leases     context.Context
 	stopLeases context.CancelFunc
-	wg         sync.WaitGroup
-	bufs       bufferPool // chunk buffers of cfg.ChunkSize
+	wg         sync.WaitGroup // every goroutine the Exporter starts
+	sched      *scheduler     // the runs this Exporter holds
+	bufs       bufferPool     // chunk buffers of cfg.ChunkSize
 
 	mu         sync.Mutex
-	closed     bool          // Shutdown was called: no new starts
-	stopped    bool          // Shutdown is waiting for the goroutines: none may start
 	background bool          // the lease keeper and event listener are started
 	listening  chan struct{} // closed once the listener is subscribed (nil before)
-	waitersMu  sync.Mutex
-	waiters    map[string]map[chan Event]struct{} // WaitExport calls by job id
-	reserved   int                                // starts between the capacity check and the queue
-	running    int                                // worker goroutines
-	queue      []*run                             // pending runs, oldest first
-	runs       map[string]*run                    // pending and running, by id
-	perUser    map[string]int                     // pending and running, by owner
-	idle       chan struct{}                      // closed once closed and nothing is left to run
+
+	waitersMu sync.Mutex
+	waiters   map[string]map[chan Event]struct{} // WaitExport calls by job id
 }
 
 // New returns an Exporter on store. It validates cfg (an error wrapping
@@ -75,18 +69,16 @@ func New(store Store, cfg Config) (*Exporter, error) {
 		stop:       stop,
 		leases:     leases,
 		stopLeases: stopLeases,
-		runs:       make(map[string]*run),
 		waiters:    make(map[string]map[chan Event]struct{}),
-		perUser:    make(map[string]int),
-		idle:       make(chan struct{}),
 		bufs:       bufferPool{size: cfg.ChunkSize},
 	}
-	ins, err := newInstruments(cfg.MeterProvider, e)
+	e.sched = newScheduler(cfg, &e.wg, e.execute)
+	ins, err := newInstruments(cfg.MeterProvider, e.sched.counts)
 	if err != nil {
 		stop(nil)
 		return nil, fmt.Errorf("exporter: metrics: %w", err)
 	}
-	e.ins = ins
+	e.ins, e.sched.ins = ins, ins
 	return e, nil
 }
 
@@ -140,7 +132,7 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if err := e.require(ctx, user, e.cfg.Permission); err != nil {
 		return nil, err
 	}
-	if err := e.reserve(user.ID); err != nil {
+	if err := e.sched.admit(user.ID); err != nil {
 		return nil, err
 	}
 	// The first start begins listening for cancels, in parallel with its
@@ -163,14 +155,17 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	job, err := e.store.Create(ctx, rn.job, rn.lease, e.cfg.Retention)
 	if err != nil {
 		rn.cancel(err)
-		e.unreserve(user.ID)
+		e.sched.withdraw(user.ID)
 		if !errors.Is(err, ErrInvalid) {
 			e.abandon(rn) // the creation may yet be applied: its caller is told it failed
 		}
 		return nil, err
 	}
 	rn.job = job
-	if err := e.enqueue(rn); err != nil {
+	if err := e.sched.hold(rn); err != nil {
+		// Shutdown stopped waiting while the job was being created.
+		rn.cancel(err)
+		e.fail(rn, err)
 		return nil, err
 	}
 	if first {
@@ -193,14 +188,7 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 // to LeaseTTL, the time the job would take to lapse, and gives up at
 // Shutdown.
 func (e *Exporter) abandon(rn *run) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.stopped {
-		return
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	e.sched.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 		defer cancel()
 		backoff := 20 * time.Millisecond
@@ -216,7 +204,7 @@ func (e *Exporter) abandon(rn *run) {
 			}
 			backoff = min(2*backoff, e.cfg.LeaseTTL/8)
 		}
-	}()
+	})
 }
 
 // sleepCtx waits d, or until ctx is done; it reports whether d passed.
@@ -231,33 +219,25 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// startListening starts the background goroutines if they are not running and
-// returns the channel closed once the listener is subscribed (nil once
-// Shutdown stopped it), and whether this call started them.
+// startListening starts the background goroutines (the lease keeper, the
+// event listener and the eviction check) once, unless Shutdown stopped
+// them, and returns the channel closed once the listener is subscribed
+// (nil if they are not running), and whether this call started them.
 func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.stopped {
+	if e.background {
+		return e.listening, false
+	}
+	listening := make(chan struct{})
+	if !e.sched.spawn(func() { e.listen(listening) }) {
 		return nil, false
 	}
-	started = !e.background
-	e.startBackground()
-	return e.listening, started
-}
-
-// startBackground starts the lease keeper, the event listener and the
-// eviction check once.
-// e.mu is held.
-func (e *Exporter) startBackground() {
-	if e.background {
-		return
-	}
 	e.background = true
-	e.listening = make(chan struct{})
-	e.wg.Add(3)
-	go e.keepLeases()
-	go e.listen(e.listening)
-	go e.checkEviction()
+	e.listening = listening
+	e.sched.spawn(e.keepLeases)
+	e.sched.spawn(e.checkEviction)
+	return listening, true
 }
 
 // GetExportStatus returns the job id. Only its owner and holders of
@@ -285,7 +265,7 @@ func (e *Exporter) CancelExport(ctx context.Context, user User, id string) (*Job
 	})
 	if job != nil && job.Status == StatusCancelled {
 		// Stop a local run now rather than when the event arrives.
-		e.abort(id, ErrCancelled)
+		e.sched.abort(id, ErrCancelled)
 	}
 	if err != nil {
 		return job, fmt.Errorf("exporter: cancel %s: %w", id, err)

@@ -96,12 +96,10 @@ func TestManyHeldJobs(t *testing.T) {
 			started := time.Now()
 
 			// Time one pass over the same jobs, as the lease keeper makes it.
-			x.mu.Lock()
-			held := make([]Held, 0, len(x.runs))
-			for _, rn := range x.runs {
+			var held []Held
+			for _, rn := range x.sched.held() {
 				held = append(held, Held{ID: rn.job.ID, Owner: rn.job.Owner, Lease: rn.lease})
 			}
-			x.mu.Unlock()
 			require.Len(t, held, manyHeld)
 			t0 := time.Now()
 			for _, err := range e.store.Renew(ctx, cfg.Retention, held) {

@@ -20,7 +20,6 @@ import (
 // tried again soon, with backoff that never waits longer than
 // LeaseTTL/10, so a short outage costs no lease that had time left.
 func (e *Exporter) keepLeases() {
-	defer e.wg.Done()
 	interval := e.cfg.LeaseTTL / 3
 	retry := minRenewRetry
 	t := time.NewTimer(interval)
@@ -31,12 +30,7 @@ func (e *Exporter) keepLeases() {
 			return
 		case <-t.C:
 		}
-		e.mu.Lock()
-		runs := make([]*run, 0, len(e.runs))
-		for _, rn := range e.runs {
-			runs = append(runs, rn)
-		}
-		e.mu.Unlock()
+		runs := e.sched.held()
 		// Longest unrenewed first: a pass cut short by its deadline (a
 		// store slower than the lease allows) leaves the freshest leases.
 		slices.SortFunc(runs, func(a, b *run) int { return a.renewed.Compare(b.renewed) })
@@ -63,7 +57,7 @@ func (e *Exporter) keepLeases() {
 			case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound):
 				cause := e.lostCause(rn)
 				rn.log.Info("export lease lost", "cause", cause)
-				e.abort(rn.job.ID, cause)
+				e.sched.abort(rn.job.ID, cause)
 			case e.leases.Err() != nil:
 				return
 			default:

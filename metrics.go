@@ -50,8 +50,8 @@ type instruments struct {
 }
 
 // newInstruments creates the instruments on mp (nil: no-op). The gauges
-// read e's queue when the reader collects.
-func newInstruments(mp metric.MeterProvider, e *Exporter) (*instruments, error) {
+// call counts when the reader collects.
+func newInstruments(mp metric.MeterProvider, counts func() (pending, held int)) (*instruments, error) {
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
@@ -77,9 +77,7 @@ func newInstruments(mp metric.MeterProvider, e *Exporter) (*instruments, error) 
 		return nil, err
 	}
 	ins.gauges, errs[6] = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		e.mu.Lock()
-		queued, held := len(e.queue), len(e.runs)
-		e.mu.Unlock()
+		queued, held := counts()
 		o.ObserveInt64(pending, int64(queued))
 		o.ObserveInt64(running, int64(held-queued))
 		return nil

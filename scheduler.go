@@ -1,193 +1,262 @@
 package exporter
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"sync"
-	"time"
 )
 
-// The scheduler: the runs this Exporter holds (pending and running), the
-// counts that bound them, the queue of pending runs and the workers that
-// execute them.
+// scheduler holds the runs of one Exporter, pending and running. It alone
+// keeps the counts that bound them (MaxRunning, MaxPending, MaxPerUser),
+// the queue of pending runs, and the workers that execute them.
+//
+// A start is admitted first (capacity is claimed before its job is
+// recorded), then held once its job is; a start that fails in between is
+// withdrawn. A held run leaves by drop: its worker drops it when done, and
+// abort drops a pending one at once. Shutdown closes the scheduler (no
+// admissions), drains what it gives up on, and stops it (no goroutines).
+type scheduler struct {
+	maxRunning, maxPending, maxPerUser int
 
-// run is one export held by this Exporter, pending or running.
-type run struct {
-	job   *Job         // as created; ChunkSize and ID are what the copy needs
-	log   *slog.Logger // the Exporter's, with the job's id and owner
-	start time.Time    // when StartExport was called
-	final Status       // how it ended, once known (under e.mu); "" means failed or cancelled, by ctx's cause
-	lease Lease
-	// renewed is when the lease was last renewed (by the lease keeper,
-	// which alone uses it), or created.
-	renewed time.Time
-	r       io.Reader
-	ctx     context.Context // cancelled with the reason the run must stop
-	cancel  context.CancelCauseFunc
+	wg      *sync.WaitGroup // the Exporter's: Shutdown waits for every goroutine
+	execute func(*run)      // runs one export to its end
+	ins     *instruments    // counts starts and ends
 
-	closeOnce sync.Once
+	mu       sync.Mutex
+	closed   bool            // Shutdown was called: no admissions
+	stopped  bool            // Shutdown waits for the goroutines: none may start
+	admitted int             // starts between admit and hold
+	running  int             // worker goroutines
+	queue    []*run          // pending runs, oldest first
+	runs     map[string]*run // pending and running, by id
+	perUser  map[string]int  // admitted and held, by owner
+	idle     chan struct{}   // closed once closed and nothing is held
 }
 
-// closeReader closes the source, if it is an io.Closer, exactly once. A
-// panicking Close is contained.
-func (rn *run) closeReader() {
-	rn.closeOnce.Do(func() {
-		closeSource(rn.r, rn.log)
-	})
-}
-
-func closeSource(r io.Reader, log *slog.Logger) {
-	c, ok := r.(io.Closer)
-	if !ok {
-		return
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			log.Error("export source Close panicked", "panic", p)
-		}
-	}()
-	if err := c.Close(); err != nil {
-		log.Debug("export source Close failed", "err", err)
+// newScheduler returns a scheduler for cfg's limits; its ins is set
+// before its first hold.
+func newScheduler(cfg Config, wg *sync.WaitGroup, execute func(*run)) *scheduler {
+	return &scheduler{
+		maxRunning: cfg.MaxRunning,
+		maxPending: cfg.MaxPending,
+		maxPerUser: cfg.MaxPerUser,
+		wg:         wg,
+		execute:    execute,
+		runs:       make(map[string]*run),
+		perUser:    make(map[string]int),
+		idle:       make(chan struct{}),
 	}
 }
 
-// reserve claims capacity for one start of owner.
-func (e *Exporter) reserve(owner string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
+// admit claims capacity for one start of owner. Errors wrap ErrClosed or
+// ErrBusy.
+func (s *scheduler) admit(owner string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return ErrClosed
 	}
-	if len(e.runs)+e.reserved >= e.cfg.MaxRunning+e.cfg.MaxPending {
-		return fmt.Errorf("%w: %d exports pending", ErrBusy, len(e.queue))
+	if len(s.runs)+s.admitted >= s.maxRunning+s.maxPending {
+		return fmt.Errorf("%w: %d exports pending", ErrBusy, len(s.queue))
 	}
-	if e.cfg.MaxPerUser > 0 && e.perUser[owner] >= e.cfg.MaxPerUser {
-		return fmt.Errorf("%w: user %q has %d exports under way", ErrBusy, owner, e.perUser[owner])
+	if s.maxPerUser > 0 && s.perUser[owner] >= s.maxPerUser {
+		return fmt.Errorf("%w: user %q has %d exports under way", ErrBusy, owner, s.perUser[owner])
 	}
-	e.reserved++
-	e.perUser[owner]++
+	s.admitted++
+	s.perUser[owner]++
 	return nil
 }
 
-func (e *Exporter) unreserve(owner string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.reserved--
-	e.release(owner)
+// withdraw gives back the capacity of an admitted start whose job was not
+// recorded.
+func (s *scheduler) withdraw(owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.admitted--
+	s.uncount(owner)
 }
 
-// release drops one of owner's exports from the count. e.mu is held.
-func (e *Exporter) release(owner string) {
-	if e.perUser[owner]--; e.perUser[owner] <= 0 {
-		delete(e.perUser, owner)
-	}
-	e.checkIdle()
-}
-
-// checkIdle closes e.idle once Shutdown began and nothing is left. e.mu
-// is held.
-func (e *Exporter) checkIdle() {
-	if e.closed && len(e.runs) == 0 && e.reserved == 0 {
-		select {
-		case <-e.idle:
-		default:
-			close(e.idle)
-		}
-	}
-}
-
-// enqueue turns a reservation into a pending run, and starts a worker if a
-// run slot is free. If Shutdown stopped waiting while the job was being
-// created, the job is failed at once and enqueue returns ErrClosed.
-func (e *Exporter) enqueue(rn *run) error {
-	e.mu.Lock()
-	e.reserved--
-	if e.stopped {
-		e.release(rn.job.Owner)
-		e.mu.Unlock()
-		rn.cancel(ErrClosed)
-		e.end(rn, ErrClosed)
+// hold turns an admitted start into a held run, and starts a worker for it
+// if a run slot is free; else it waits in the queue. Once Shutdown stopped
+// waiting for goroutines, the start is withdrawn instead and hold returns
+// ErrClosed: the caller records the job's end.
+func (s *scheduler) hold(rn *run) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.admitted--
+	if s.stopped {
+		s.uncount(rn.job.Owner)
 		return ErrClosed
 	}
-	defer e.mu.Unlock()
-	e.runs[rn.job.ID] = rn
-	e.ins.started.Add(rn.ctx, 1) // before its end can be counted
-	e.startBackground()
-	if e.running < e.cfg.MaxRunning {
-		e.running++
-		e.wg.Add(1)
-		go e.worker(rn)
+	s.runs[rn.job.ID] = rn
+	s.ins.started.Add(rn.ctx, 1) // before its end can be counted
+	if s.running < s.maxRunning {
+		s.running++
+		s.wg.Add(1)
+		go s.worker(rn)
 		return nil
 	}
-	e.queue = append(e.queue, rn)
+	s.queue = append(s.queue, rn)
 	return nil
 }
 
 // worker executes rn, then the next pending run, until none is left.
-func (e *Exporter) worker(rn *run) {
-	defer e.wg.Done()
+func (s *scheduler) worker(rn *run) {
+	defer s.wg.Done()
 	for rn != nil {
-		e.execute(rn)
-		rn = e.next(rn)
+		s.execute(rn)
+		rn = s.next(rn)
 	}
 }
 
-// next forgets done and returns the oldest pending run, or nil, in which
+// next drops done and returns the oldest pending run, or nil, in which
 // case the worker ends.
-func (e *Exporter) next(done *run) *run {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.forget(done)
-	if len(e.queue) == 0 {
-		e.running--
+func (s *scheduler) next(done *run) *run {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLocked(done)
+	if len(s.queue) == 0 {
+		s.running--
 		return nil
 	}
-	rn := e.queue[0]
-	e.queue[0] = nil
-	e.queue = e.queue[1:]
+	rn := s.queue[0]
+	s.queue[0] = nil
+	s.queue = s.queue[1:]
 	return rn
 }
 
-// forget drops rn from the held runs and counts its end. e.mu is held.
-func (e *Exporter) forget(rn *run) {
-	if e.runs[rn.job.ID] != rn {
-		return
-	}
-	delete(e.runs, rn.job.ID)
-	e.release(rn.job.Owner)
-	final := rn.final
-	if final == "" {
-		final = StatusFailed
-		if errors.Is(context.Cause(rn.ctx), ErrCancelled) {
-			final = StatusCancelled
-		}
-	}
-	e.ins.recordEnd(rn.ctx, final, rn.start)
+// drop removes rn from the held runs and counts its end, once.
+func (s *scheduler) drop(rn *run) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLocked(rn)
 }
 
-// abort stops the run of id, if this Exporter holds it, for cause. A
-// pending run is removed from the queue at once and its source closed; a
-// running one is stopped by its context.
-func (e *Exporter) abort(id string, cause error) {
-	e.mu.Lock()
-	rn := e.runs[id]
-	if rn == nil {
-		e.mu.Unlock()
+func (s *scheduler) dropLocked(rn *run) {
+	if s.runs[rn.job.ID] != rn {
 		return
 	}
-	rn.cancel(cause) // before forget, which counts the end by its cause
+	delete(s.runs, rn.job.ID)
+	s.uncount(rn.job.Owner)
+	s.ins.recordEnd(rn.ctx, rn.outcome(), rn.start)
+}
+
+// uncount drops one of owner's starts from the count. s.mu is held.
+func (s *scheduler) uncount(owner string) {
+	if s.perUser[owner]--; s.perUser[owner] <= 0 {
+		delete(s.perUser, owner)
+	}
+	s.checkIdle()
+}
+
+// abort stops the run of id, if it is held, for cause. A pending run is
+// dropped from the queue at once and its source closed; a running one is
+// stopped by its context, and its worker drops it.
+func (s *scheduler) abort(id string, cause error) {
+	s.mu.Lock()
+	rn := s.runs[id]
+	if rn == nil {
+		s.mu.Unlock()
+		return
+	}
+	rn.cancel(cause) // before the drop, which counts the end by its cause
 	queued := false
-	if i := slices.Index(e.queue, rn); i >= 0 {
-		e.queue = slices.Delete(e.queue, i, i+1)
-		e.forget(rn)
+	if i := slices.Index(s.queue, rn); i >= 0 {
+		s.queue = slices.Delete(s.queue, i, i+1)
+		s.dropLocked(rn)
 		queued = true
 	}
-	e.mu.Unlock()
+	s.mu.Unlock()
 	if queued {
 		rn.closeReader()
 	}
+}
+
+// held returns the runs held now.
+func (s *scheduler) held() []*run {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	runs := make([]*run, 0, len(s.runs))
+	for _, rn := range s.runs {
+		runs = append(runs, rn)
+	}
+	return runs
+}
+
+// counts returns how many runs are pending and how many are held.
+func (s *scheduler) counts() (pending, held int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue), len(s.runs)
+}
+
+// spawn starts f as a goroutine the Exporter waits for, unless Shutdown
+// stopped waiting; it reports whether it did.
+func (s *scheduler) spawn(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// close refuses admissions from now on and returns the channel closed once
+// nothing is held. It reports whether this was the first call.
+func (s *scheduler) close() (idle <-chan struct{}, first bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first = !s.closed
+	s.closed = true
+	s.checkIdle()
+	return s.idle, first
+}
+
+// checkIdle closes s.idle once closed and nothing is left. s.mu is held.
+func (s *scheduler) checkIdle() {
+	if s.closed && len(s.runs) == 0 && s.admitted == 0 {
+		select {
+		case <-s.idle:
+		default:
+			close(s.idle)
+		}
+	}
+}
+
+// drain empties the queue and returns its runs, which no worker will
+// take (the caller drops them), and the runs being executed.
+func (s *scheduler) drain() (pending, running []*run) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pending = s.queue
+	s.queue = nil
+	queued := make(map[*run]bool, len(pending))
+	for _, rn := range pending {
+		queued[rn] = true
+	}
+	for _, rn := range s.runs {
+		if !queued[rn] {
+			running = append(running, rn)
+		}
+	}
+	return pending, running
+}
+
+// stop lets no goroutine start from now on (spawn and hold refuse).
+func (s *scheduler) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+}
+
+// left is how many runs are still held.
+func (s *scheduler) left() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.runs)
 }

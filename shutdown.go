@@ -26,41 +26,26 @@ import (
 // how many sources are stuck, and leaves their goroutines to return when
 // the source does.
 func (e *Exporter) Shutdown(ctx context.Context) error {
-	e.mu.Lock()
-	first := !e.closed // only the first call logs
-	e.closed = true
-	e.checkIdle()
-	e.mu.Unlock()
+	idle, first := e.sched.close() // only the first call logs
 
 	var err error
 	select {
-	case <-e.idle:
+	case <-idle:
 	case <-ctx.Done():
 		err = ctx.Err()
-		e.mu.Lock()
-		queued := e.queue
-		e.queue = nil // endAll forgets them once their end is recorded
-		running := make([]*run, 0, len(e.runs))
-		for _, rn := range e.runs {
-			running = append(running, rn)
-		}
-		e.mu.Unlock()
+		// endAll drops the pending runs once their end is recorded.
+		pending, running := e.sched.drain()
 		// Stop every run; each closes its source and records its end.
 		// Shutdown records the ends too, in case a source does not return
 		// from Read: a repeated end is harmless.
 		e.stop(ErrClosed)
-		e.endAll(queued, running)
-		for _, rn := range queued {
-			e.wg.Add(1)
-			go func() { // a Close that blocks must not hold Shutdown
-				defer e.wg.Done()
-				rn.closeReader()
-			}()
+		e.endAll(pending, running)
+		for _, rn := range pending {
+			// A Close that blocks must not hold Shutdown.
+			e.sched.spawn(rn.closeReader)
 		}
 	}
-	e.mu.Lock()
-	e.stopped = true
-	e.mu.Unlock()
+	e.sched.stop()
 	e.stop(ErrClosed)
 	e.stopLeases()
 	defer e.unregisterGauges()
@@ -82,24 +67,22 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-time.After(shutdownGrace):
-		e.mu.Lock()
-		stuck := len(e.runs)
-		e.mu.Unlock()
+		stuck := e.sched.left()
 		err = errors.Join(err, fmt.Errorf("exporter: shutdown: exports still stopping %v after their sources were closed: %d (in a source's Read or Close, or recording their end in a store that does not answer); their goroutines are left running", shutdownGrace, stuck))
 	}
 	e.log.Warn("exporter shut down before its exports finished", "err", err)
 	return err
 }
 
-// endAll stops the runs of queue (pending) and running, records their
-// ends shutdownEnders at a time, and forgets the pending ones. The lease
-// keeper renews the leases of those not ended yet meanwhile.
-func (e *Exporter) endAll(queue, running []*run) {
-	queued := make(map[*run]bool, len(queue)) // no worker holds them: forgotten here
-	for _, rn := range queue {
+// endAll stops the runs of pending and running, records their ends
+// shutdownEnders at a time, and drops the pending ones. The lease keeper
+// renews the leases of those not ended yet meanwhile.
+func (e *Exporter) endAll(pending, running []*run) {
+	queued := make(map[*run]bool, len(pending)) // no worker holds them: dropped here
+	for _, rn := range pending {
 		queued[rn] = true
 	}
-	runs := append(queue, running...)
+	runs := append(pending, running...)
 	todo := make(chan *run)
 	var wg sync.WaitGroup
 	for range min(shutdownEnders, len(runs)) {
@@ -111,12 +94,10 @@ func (e *Exporter) endAll(queue, running []*run) {
 				// A run stopped for another reason first (a cancel) ends for
 				// that one; one that just finished needs no end.
 				if cause := context.Cause(rn.ctx); !errors.Is(cause, errRunDone) {
-					e.end(rn, cause)
+					e.fail(rn, cause)
 				}
 				if queued[rn] {
-					e.mu.Lock()
-					e.forget(rn)
-					e.mu.Unlock()
+					e.sched.drop(rn)
 				}
 			}
 		}()
@@ -135,14 +116,14 @@ const shutdownEnders = 32
 // sources are closed, for the goroutines still in a source's Read or Close.
 const shutdownGrace = 2 * time.Second
 
-// end records that rn failed with cause, unless cause means someone else
+// fail records that rn failed with cause, unless cause means someone else
 // already ended it (a cancel, a lost lease). The write does not depend on
 // rn's context, which is done by now, but is bounded by LeaseTTL.
-func (e *Exporter) end(rn *run, cause error) {
+func (e *Exporter) fail(rn *run, cause error) {
 	if errors.Is(cause, ErrCancelled) || errors.Is(cause, ErrLeaseLost) {
 		return
 	}
-	first := e.settle(rn, StatusFailed)
+	first := rn.settle(StatusFailed)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
 	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)}
@@ -160,16 +141,4 @@ func (e *Exporter) end(rn *run, cause error) {
 	if first { // Shutdown and the run itself may both record the end
 		rn.log.Info("export failed", "err", cause)
 	}
-}
-
-// settle records how rn ended, for its count in forget. The first
-// status settled wins; settle reports whether it was this one.
-func (e *Exporter) settle(rn *run, s Status) (first bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if rn.final != "" {
-		return false
-	}
-	rn.final = s
-	return true
 }

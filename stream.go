@@ -67,21 +67,24 @@ func (e *Exporter) execute(rn *run) {
 		<-closed // the closing goroutine is ours: wait for it
 	}()
 	if rn.ctx.Err() != nil { // stopped while it waited in the queue
-		e.end(rn, context.Cause(rn.ctx))
+		e.fail(rn, context.Cause(rn.ctx))
 		return
 	}
 	bytes, err := e.copyChunks(rn)
-	if err != nil {
-		e.ended(rn, err)
-		return
-	}
-	e.settle(rn, StatusCompleted)
-	rn.log.InfoContext(rn.ctx, "export completed", "bytes", bytes)
+	e.conclude(rn, bytes, err)
 }
 
-// ended records why the run of rn stopped: the cause of its context if it
-// was stopped, else err (a reader's error, ErrTooLarge, a store error).
-func (e *Exporter) ended(rn *run, err error) {
+// conclude settles how the run of rn ended, given its copy's result: it
+// completed (err is nil: the copy recorded it); it was ended elsewhere (a
+// cancel, a lost lease: nothing to record); or it failed here, by the
+// cause of its context if it was stopped, else by err (a reader's error,
+// ErrTooLarge, a store error), which fail records.
+func (e *Exporter) conclude(rn *run, bytes int64, err error) {
+	if err == nil {
+		rn.settle(StatusCompleted)
+		rn.log.InfoContext(rn.ctx, "export completed", "bytes", bytes)
+		return
+	}
 	if rn.ctx.Err() != nil {
 		err = context.Cause(rn.ctx)
 	}
@@ -90,11 +93,11 @@ func (e *Exporter) ended(rn *run, err error) {
 	}
 	switch {
 	case errors.Is(err, ErrCancelled):
-		e.settle(rn, StatusCancelled)
+		rn.settle(StatusCancelled)
 	case errors.Is(err, ErrLeaseLost):
-		e.settle(rn, StatusFailed)
+		rn.settle(StatusFailed)
 	default:
-		e.end(rn, err)
+		e.fail(rn, err)
 		return
 	}
 	rn.log.InfoContext(rn.ctx, "export ended elsewhere", "cause", err)
