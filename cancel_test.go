@@ -37,6 +37,7 @@ func TestCancelRunning(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StatusCancelled, job.Status)
 		require.Equal(t, ErrCancelled.Error(), job.Error)
+		require.Equal(t, CodeCancelled, job.ErrorCode)
 		require.ErrorIs(t, job.Err(), ErrCancelled)
 		require.False(t, job.FinishedAt.IsZero())
 		src.requireClosedOnce(t) // reached instance a

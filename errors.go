@@ -4,42 +4,52 @@ import "errors"
 
 // Sentinel errors. Every error the package returns wraps at most one of
 // these where one applies; match them with errors.Is.
+//
+// Their text carries no package prefix: the Exporter's methods add it once,
+// with the operation and the job's id, at the boundary ("exporter: start:
+// forbidden: user \"alice\" lacks permission \"exporter\"", "exporter:
+// open 6b1f…: export not completed: status running"). Compare errors with
+// errors.Is, never by their text.
 var (
 	// ErrUnauthenticated is returned by every call made with an empty User.ID.
-	ErrUnauthenticated = errors.New("exporter: unauthenticated")
+	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden is returned by StartExport when the user lacks
 	// Config.Permission, or when the PermissionChecker failed (fail closed).
-	ErrForbidden = errors.New("exporter: forbidden")
+	ErrForbidden = errors.New("forbidden")
 	// ErrNotFound is returned for an id that is unknown, malformed, expired
 	// or owned by another user. It never reveals which of these applies.
-	ErrNotFound = errors.New("exporter: export not found")
+	ErrNotFound = errors.New("export not found")
 	// ErrFinished is returned by CancelExport for an export that already
 	// completed or failed; the export is returned unchanged with it.
-	ErrFinished = errors.New("exporter: export already finished")
+	ErrFinished = errors.New("export already finished")
 	// ErrNotReady is returned by OpenExport for an export that has not
 	// completed (pending, running, failed or cancelled).
-	ErrNotReady = errors.New("exporter: export not completed")
+	ErrNotReady = errors.New("export not completed")
 	// ErrTooLarge is returned by StartExport when WithTotal exceeds
-	// Config.MaxBytes, and recorded in Job.Error when an export passes it.
-	ErrTooLarge = errors.New("exporter: export too large")
+	// Config.MaxBytes, and is why an export that passes it fails
+	// (CodeTooLarge).
+	ErrTooLarge = errors.New("export too large")
 	// ErrBusy is returned by StartExport when Config.MaxPending or
 	// Config.MaxPerUser is reached. Nothing is written; retry later.
-	ErrBusy = errors.New("exporter: too many exports")
-	// ErrClosed is returned by StartExport after Shutdown was called.
-	ErrClosed = errors.New("exporter: exporter shut down")
+	ErrBusy = errors.New("too many exports")
+	// ErrClosed is returned by StartExport after Shutdown was called, and
+	// is why an export that Shutdown gave up on fails (CodeShutdown).
+	ErrClosed = errors.New("exporter shut down")
 	// ErrCorrupt is returned by Download when the bytes read do not match
-	// the export's recorded checksum or chunks are missing.
-	ErrCorrupt = errors.New("exporter: export data corrupt")
-	// ErrWorkerLost is recorded in Job.Error when the instance that held a
-	// pending or running export stopped renewing its lease.
-	ErrWorkerLost = errors.New("exporter: worker lost")
-	// ErrCancelled is recorded in Job.Error of a cancelled export and is
-	// the cause of the context its copy ran under.
-	ErrCancelled = errors.New("exporter: export cancelled")
-	// ErrNotReplicated is recorded in Job.Error of an export whose
-	// completion did not reach Config.MinReplicas replicas in time.
-	ErrNotReplicated = errors.New("exporter: not replicated")
+	// the export's recorded checksum or chunks are missing, and is why an
+	// export whose stored chunks disappeared while it ran fails
+	// (CodeCorrupt).
+	ErrCorrupt = errors.New("export data corrupt")
+	// ErrWorkerLost is why a pending or running export fails when the
+	// instance that held it stopped renewing its lease (CodeWorkerLost).
+	ErrWorkerLost = errors.New("worker lost")
+	// ErrCancelled is why a cancelled export ended (CodeCancelled), and the
+	// cause of the context its copy ran under.
+	ErrCancelled = errors.New("export cancelled")
+	// ErrNotReplicated is why an export fails whose completion did not
+	// reach Config.MinReplicas replicas in time (CodeNotReplicated).
+	ErrNotReplicated = errors.New("not replicated")
 	// ErrInvalid is returned for malformed arguments: a nil reader, a
 	// negative WithTotal, metadata beyond its limits, an invalid Config.
-	ErrInvalid = errors.New("exporter: invalid argument")
+	ErrInvalid = errors.New("invalid argument")
 )

@@ -47,6 +47,14 @@ type Exporter struct {
 // ErrInvalid names the field) and does no I/O: background goroutines start
 // with the first export.
 func New(store Store, cfg Config) (*Exporter, error) {
+	e, err := newExporter(store, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("exporter: new: %w", err)
+	}
+	return e, nil
+}
+
+func newExporter(store Store, cfg Config) (*Exporter, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: New needs a Store", ErrInvalid)
 	}
@@ -76,7 +84,7 @@ func New(store Store, cfg Config) (*Exporter, error) {
 	ins, err := newInstruments(cfg.MeterProvider, e.sched.counts)
 	if err != nil {
 		stop(nil)
-		return nil, fmt.Errorf("exporter: metrics: %w", err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	e.ins, e.sched.ins = ins, ins
 	return e, nil

@@ -47,18 +47,19 @@ func TestSourceFailures(t *testing.T) {
 			name  string
 			read  func(p []byte) (int, error)
 			error string
+			code  string
 			is    error
 		}{
 			{"error", prefixThen(func([]byte) (int, error) { return 0, errors.New("database went away") }),
-				"database went away", nil},
+				"database went away", CodeSource, nil},
 			{"panic", prefixThen(func([]byte) (int, error) { panic("boom") }),
-				"exporter: source Read panicked: boom", nil},
+				"source Read panicked: boom", CodeSource, nil},
 			{"no progress", prefixThen(func([]byte) (int, error) { return 0, nil }),
-				io.ErrNoProgress.Error(), nil},
+				io.ErrNoProgress.Error(), CodeSource, nil},
 			{"bad count", prefixThen(func(p []byte) (int, error) { return len(p) + 1, nil }),
-				"exporter: source Read returned", nil},
+				"source Read returned", CodeSource, nil},
 			{"too large", prefixThen(func(p []byte) (int, error) { return len(p), nil }),
-				"exporter: export too large", ErrTooLarge},
+				"export too large: more than MaxBytes", CodeTooLarge, ErrTooLarge},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -74,6 +75,7 @@ func TestSourceFailures(t *testing.T) {
 				close(gate)
 				job = waitFor(t, x, alice, job.ID, StatusFailed)
 				require.Contains(t, job.Error, tt.error)
+				require.Equal(t, tt.code, job.ErrorCode)
 				if tt.is != nil {
 					require.ErrorIs(t, job.Err(), tt.is)
 				}
@@ -259,6 +261,7 @@ func TestShutdown(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, StatusFailed, job.Status)
 			require.Equal(t, ErrClosed.Error(), job.Error)
+			require.Equal(t, CodeShutdown, job.ErrorCode)
 			require.ErrorIs(t, job.Err(), ErrClosed)
 		}
 		_, err = x.StartExport(ctx, alice, strings.NewReader("late"))

@@ -156,6 +156,7 @@ func TestCompletionChecksStoredChunks(t *testing.T) {
 			job = waitFor(t, x, alice, job.ID, StatusFailed)
 			require.Empty(t, job.Checksum)
 			require.Contains(t, job.Error, "stored chunks are gone")
+			require.Equal(t, CodeCorrupt, job.ErrorCode)
 			require.ErrorIs(t, job.Err(), ErrCorrupt)
 		})
 	})

@@ -2,10 +2,8 @@ package exporter
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -42,7 +40,8 @@ type Job struct {
 	Bytes      int64             `json:"bytes"`                // bytes stored so far, a whole chunk at a time; never decreases (not reset when data is removed)
 	Total      int64             `json:"total"`                // expected size from WithTotal, 0 if unknown
 	Checksum   string            `json:"checksum,omitempty"`   // "sha256:<64 hex>" of the stored bytes, set when completed
-	Error      string            `json:"error,omitempty"`      // why it failed / was cancelled; "" otherwise
+	Error      string            `json:"error,omitempty"`      // why it failed or was cancelled, for people; "" otherwise
+	ErrorCode  string            `json:"error_code,omitempty"` // the same as a stable code (CodeCancelled, ...); "" otherwise (and in records stored before codes)
 	Metadata   map[string]string `json:"metadata,omitempty"`   // from WithMetadata (e.g. filename, content type)
 	ChunkSize  int               `json:"chunk_size"`           // bytes per stored chunk, recorded so any instance can read the data
 	CreatedAt  time.Time         `json:"created_at"`           // when StartExport recorded it (store clock)
@@ -87,7 +86,8 @@ const (
 	fTotal     = "total"
 	fChecksum  = "checksum"
 	fError     = "error"
-	fMetadata  = "md" // JSON object, absent when there is no metadata
+	fCode      = "code" // Job.ErrorCode; absent in jobs recorded before codes
+	fMetadata  = "md"   // JSON object, absent when there is no metadata
 	fChunk     = "chunk"
 	fCreated   = "created"
 	fStarted   = "started"
@@ -112,7 +112,7 @@ func encodeJob(j *Job, retention time.Duration) ([]any, error) {
 	if len(j.Metadata) > 0 {
 		md, err := json.Marshal(j.Metadata)
 		if err != nil {
-			return nil, fmt.Errorf("exporter: encode metadata: %w", err)
+			return nil, fmt.Errorf("encode metadata: %w", err)
 		}
 		f = append(f, fMetadata, string(md))
 	}
@@ -124,7 +124,7 @@ func encodeJob(j *Job, retention time.Duration) ([]any, error) {
 // reported as corrupt rather than half-read.
 func decodeJob(h map[string]string) (*Job, error) {
 	j := &Job{ID: h[fID], Owner: h[fOwner], Status: Status(h[fStatus]),
-		Checksum: h[fChecksum], Error: h[fError]}
+		Checksum: h[fChecksum], Error: h[fError], ErrorCode: h[fCode]}
 	if j.ID == "" || j.Owner == "" || !j.Status.valid() {
 		return nil, fmt.Errorf("%w: job hash lacks id, owner or a valid status", ErrCorrupt)
 	}
@@ -212,29 +212,3 @@ func validID(id string) bool {
 	}
 	return true
 }
-
-// Err returns why a failed or cancelled job ended, or nil for any other
-// status. When Job.Error starts with the text of ErrWorkerLost,
-// ErrTooLarge, ErrCancelled, ErrClosed (a shutdown), ErrNotReplicated or
-// ErrCorrupt (its stored chunks disappeared while it ran), the error wraps
-// that sentinel, so errors.Is works across instances.
-func (j *Job) Err() error {
-	if j.Status != StatusFailed && j.Status != StatusCancelled {
-		return nil
-	}
-	for _, s := range []error{ErrWorkerLost, ErrTooLarge, ErrCancelled, ErrClosed, ErrNotReplicated, ErrCorrupt} {
-		if strings.HasPrefix(j.Error, s.Error()) {
-			return &recordedError{text: j.Error, sentinel: s}
-		}
-	}
-	return errors.New(j.Error)
-}
-
-// recordedError is an error read back from Job.Error.
-type recordedError struct {
-	text     string
-	sentinel error
-}
-
-func (e *recordedError) Error() string { return e.text }
-func (e *recordedError) Unwrap() error { return e.sentinel }

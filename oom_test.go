@@ -105,6 +105,7 @@ func TestOutOfMemory(t *testing.T) {
 	failing.feed(fill('B', testChunk))
 	job = waitFor(t, xb, alice, j2.ID, StatusFailed)
 	require.Contains(t, job.Error, "OOM", "the failure names its cause")
+	require.Equal(t, CodeStore, job.ErrorCode)
 
 	time.Sleep(300 * time.Millisecond) // the orphan's lease lapses
 	for range 5 {

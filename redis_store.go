@@ -140,7 +140,7 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 		return nil, err
 	}
 	if len(res) != 2 || res[0] != "ok" {
-		return nil, fmt.Errorf("exporter: create %s: %v", job.ID, res[0])
+		return nil, fmt.Errorf("create %s: %v", job.ID, res[0])
 	}
 	ms, err := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
 	if err != nil {

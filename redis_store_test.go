@@ -142,6 +142,8 @@ func TestStoreFencing(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StatusFailed, got.Status)
 		require.Equal(t, ErrWorkerLost.Error(), got.Error)
+		require.Equal(t, CodeWorkerLost, got.ErrorCode)
+		require.ErrorIs(t, got.Err(), ErrWorkerLost)
 		require.Equal(t, int64(testChunk), got.Bytes)
 		chunks, err := e.store.ReadChunks(ctx, job.ID, 0, 10)
 		require.NoError(t, err)

@@ -37,6 +37,7 @@ type writeArgs struct {
 	bytes  int64  // the job's Bytes once they are stored
 	final  Status // "", StatusCompleted or StatusFailed
 	text   string // checksum or error text
+	code   string // with final StatusFailed: the error code
 	count  int64  // chunks a completed job holds
 	seal   bool   // record text and count as what completes the job
 }
@@ -50,7 +51,7 @@ func (a writeArgs) argv(events string) []any {
 	if a.seal {
 		seal = "seal"
 	}
-	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal}
+	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal, a.code}
 }
 
 // Write implements Store.
@@ -58,7 +59,7 @@ func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkW
 	a := writeArgs{token: lease.Token, ttl: lease.TTL, begin: w.Begin, index: w.Index, chunks: len(w.Chunks),
 		bytes: w.Bytes, final: w.Final, text: w.Checksum, count: w.Count}
 	if w.Final == StatusFailed {
-		a.text = w.Reason
+		a.text, a.code = w.Reason, w.Code
 	}
 	keys := s.keys(id)
 	if w.Final == StatusCompleted && w.Replicas > 0 {
@@ -134,7 +135,7 @@ func writeResult(id string, w ChunkWrite, res []any) error {
 	case "fenced":
 		return ErrLeaseLost
 	case "gap":
-		return fmt.Errorf("exporter: write %s: %w before chunk %d", id, errGap, w.Index)
+		return fmt.Errorf("write %s: %w before chunk %d", id, errGap, w.Index)
 	case "lost":
 		var have, want any = "?", "?"
 		if len(res) == 3 {

@@ -32,7 +32,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	select {
 	case <-idle:
 	case <-ctx.Done():
-		err = ctx.Err()
+		err = fmt.Errorf("exporter: shutdown: %w", ctx.Err())
 		// endAll drops the pending runs once their end is recorded.
 		pending, running := e.sched.drain()
 		// Stop every run; each closes its source and records its end.
@@ -68,7 +68,7 @@ func (e *Exporter) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-time.After(shutdownGrace):
 		stuck := e.sched.left()
-		err = errors.Join(err, fmt.Errorf("exporter: shutdown: exports still stopping %v after their sources were closed: %d (in a source's Read or Close, or recording their end in a store that does not answer); their goroutines are left running", shutdownGrace, stuck))
+		err = fmt.Errorf("%w; exports still stopping %v after their sources were closed: %d (in a source's Read or Close, or recording their end in a store that does not answer); their goroutines are left running", err, shutdownGrace, stuck)
 	}
 	e.log.Warn("exporter shut down before its exports finished", "err", err)
 	return err
@@ -126,7 +126,7 @@ func (e *Exporter) fail(rn *run, cause error) {
 	first := rn.settle(StatusFailed)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
-	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason)}
+	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason), Code: codeOf(cause)}
 	var err error
 	if errors.Is(cause, ErrClosed) {
 		// Shutting down: one attempt, so a store that is away does not hold

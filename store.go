@@ -33,7 +33,7 @@ type Store interface {
 	// job does not exist, expired, or (when owner is not "") belongs to
 	// someone else; in that last case it changes nothing. A pending or
 	// running job whose lease lapsed is first recorded as failed with
-	// ErrWorkerLost's text, so every reader sees the same, final answer.
+	// CodeWorkerLost, so every reader sees the same, final answer.
 	Get(ctx context.Context, id, owner string) (*Job, error)
 
 	// Write applies w in one atomic step: with w.Begin it moves a pending
@@ -58,7 +58,8 @@ type Store interface {
 	// finished, lapsed, or the job is gone), or the store's error.
 	Renew(ctx context.Context, retention time.Duration, held []Held) []error
 
-	// Cancel records the job as cancelled with reason, removes its data and
+	// Cancel records the job as cancelled with reason (Job.Error) and
+	// CodeCancelled, removes its data and
 	// its lease, and announces it to Subscribe. A cancelled job is returned
 	// as it is with a nil error; a completed or failed one is returned
 	// unchanged with an error wrapping ErrFinished. When owner is not "",
@@ -116,6 +117,7 @@ type ChunkWrite struct {
 	Checksum string // with StatusCompleted: "sha256:<hex>" of all bytes
 	Count    int64  // with StatusCompleted: how many chunks the job must hold
 	Reason   string // with StatusFailed: Job.Error
+	Code     string // with StatusFailed: Job.ErrorCode
 
 	// With StatusCompleted: how many replicas must have the completion
 	// (and so every write before it) within ReplicaTimeout before Write
@@ -147,4 +149,4 @@ type Subscription interface {
 // ErrLeaseLost is returned by Store writes made with a lease that is no
 // longer the job's: the job was cancelled or finished, or the lease lapsed.
 // The Exporter stops the run quietly when it sees it.
-var ErrLeaseLost = errors.New("exporter: lease lost")
+var ErrLeaseLost = errors.New("lease lost")

@@ -13,7 +13,7 @@ import (
 
 // errRunDone is the cause a run's context is cancelled with when its
 // worker is done with it.
-var errRunDone = errors.New("exporter: run done")
+var errRunDone = errors.New("run done")
 
 // The chunking copy is two goroutines per running export: the worker
 // reads and hashes chunks, the writer stores them. They meet at a queue of
@@ -128,7 +128,7 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 		case rn.ctx.Err() != nil:
 			failure = context.Cause(rn.ctx)
 		case err != nil && err != io.EOF:
-			failure = err
+			failure = &sourceError{err}
 		case total+int64(n) > e.cfg.MaxBytes:
 			failure = fmt.Errorf("%w: more than MaxBytes (%d bytes)", ErrTooLarge, e.cfg.MaxBytes)
 		}
@@ -325,7 +325,7 @@ func (s source) fill(p []byte) (n int, err error) {
 		var m int
 		m, err = s.read(p[n:])
 		if m < 0 || m > len(p)-n {
-			return n, fmt.Errorf("exporter: source Read returned %d for a %d-byte buffer", m, len(p)-n)
+			return n, fmt.Errorf("source Read returned %d for a %d-byte buffer", m, len(p)-n)
 		}
 		n += m
 		if m > 0 || err != nil {
@@ -340,7 +340,7 @@ func (s source) fill(p []byte) (n int, err error) {
 func (s source) read(p []byte) (n int, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			n, err = 0, fmt.Errorf("exporter: source Read panicked: %v", v)
+			n, err = 0, fmt.Errorf("source Read panicked: %v", v)
 		}
 	}()
 	return s.r.Read(p)

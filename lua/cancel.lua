@@ -2,7 +2,7 @@
 --
 -- KEYS, ARGV[1] -> see common.lua
 -- ARGV[2] -> owner ("" for any)
--- ARGV[3] -> reason (Job.Error)
+-- ARGV[3] -> reason (Job.Error); the code is "cancelled"
 --
 -- Returns:
 -- {"ok", field, value, ...}        cancelled now or before
@@ -13,5 +13,5 @@ if not o or (ARGV[2] ~= '' and o ~= ARGV[2]) then return {'missing'} end
 local j = load()
 if j.status == 'cancelled' then return reply('ok') end
 if not live(j.status) then return reply('finished') end
-finish(j, 'cancelled', 'error', ARGV[3], fmt(now()))
+finish(j, 'cancelled', {'error', ARGV[3], 'code', 'cancelled'}, fmt(now()))
 return reply('ok')

@@ -10,7 +10,7 @@
 -- Helpers (each redis.call costs about a microsecond, so they make few):
 -- load()   reads the fields the scripts need in one HMGET, and the lease
 --          token; it first ends a live job whose lease lapsed (a sealed one
---          completes, any other fails "worker lost")
+--          completes, any other fails with code "worker_lost")
 -- hold()   renews the lease and the data list with one TTL, so they expire together
 -- finish() ends a job, then announces it (see its comment)
 -- reply()  returns {code, field, value, ...} of the job hash
@@ -37,13 +37,22 @@ local function reply(code)
 end
 local function live(st) return st == 'pending' or st == 'running' end
 -- j: status, retention, id, owner, bytes, checksum, error; token
--- event() is the end event of the job as it is, with set's fields
--- changed: "<id> <status> <job>", each string of the job hash as
--- <length>:<bytes>, so that waiters need not read the job again.
+-- event() is the end event of the job as it is, with the fields of set
+-- (name, value, ...) changed or added: "<id> <status> <job>", each string
+-- of the job hash as <length>:<bytes>, so that waiters need not read the
+-- job again.
 local function event(j, st, set)
   local h = redis.call('HGETALL', meta)
-  for i = 1, #h, 2 do
-    if set[h[i]] then h[i + 1] = set[h[i]] end
+  local at = {}
+  for i = 1, #h, 2 do at[h[i]] = i + 1 end
+  for i = 1, #set, 2 do
+    local k = at[set[i]]
+    if k then
+      h[k] = set[i + 1]
+    else
+      h[#h + 1] = set[i]
+      h[#h + 1] = set[i + 1]
+    end
   end
   for i = 1, #h do h[i] = #h[i] .. ':' .. h[i] end
   return j.id .. ' ' .. st .. ' ' .. table.concat(h)
@@ -57,10 +66,14 @@ end
 -- a script's writes when a later call fails, so a PUBLISH refused (by an
 -- ACL) leaves the job as it was, and no caller hears of an end that is not
 -- recorded.
-local function finish(j, st, field, value, t)
+-- f holds the fields the ending sets besides the status and times (name,
+-- value, ...): the checksum, or the error text and code.
+local function finish(j, st, f, t)
+  local set = {'status', st, 'finished', t, 'updated', t}
+  for i = 1, #f do set[#set + 1] = f[i] end
   redis.call('PEXPIRE', meta, j.retention)
-  redis.call('PUBLISH', events, event(j, st, {status = st, [field] = value, finished = t, updated = t}))
-  redis.call('HSET', meta, 'status', st, field, value, 'finished', t, 'updated', t)
+  redis.call('PUBLISH', events, event(j, st, set))
+  redis.call('HSET', meta, unpack(set))
   if st == 'completed' then
     redis.call('PEXPIRE', data, j.retention)
   else
@@ -68,7 +81,7 @@ local function finish(j, st, field, value, t)
   end
   redis.call('DEL', lease)
   j.status = st
-  j[field] = value
+  for i = 1, #f, 2 do j[f[i]] = f[i + 1] end
 end
 local function load()
   local f = redis.call('HMGET', meta, 'status', 'retention', 'id', 'owner', 'bytes', 'checksum', 'error', 'chunks',
@@ -83,9 +96,9 @@ local function load()
     if f[9] and j.chunks == tonumber(f[10]) and redis.call('LLEN', data) >= 1 + j.chunks then
       redis.call('LTRIM', data, 0, j.chunks) -- the header and the chunks
       redis.call('LPOP', data)
-      finish(j, 'completed', 'checksum', f[9], fmt(now()))
+      finish(j, 'completed', {'checksum', f[9]}, fmt(now()))
     else
-      finish(j, 'failed', 'error', 'exporter: worker lost', fmt(now()))
+      finish(j, 'failed', {'error', 'worker lost', 'code', 'worker_lost'}, fmt(now()))
     end
   end
   return j

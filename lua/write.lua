@@ -16,6 +16,7 @@
 -- ARGV[10] -> number of chunks a completed job holds
 -- ARGV[11] -> "seal" (with ARGV[8] "") to record ARGV[9] and ARGV[10] as what
 --             completes the job once its lease lapses (see MinReplicas), else "0"
+-- ARGV[12] -> error code (failed): Job.ErrorCode
 --
 -- Returns:
 -- {"ok"}
@@ -55,7 +56,7 @@ if not ok or j.token ~= ARGV[2] then
 end
 local t = fmt(now())
 if final == 'failed' then
-  finish(j, 'failed', 'error', ARGV[9], t)
+  finish(j, 'failed', {'error', ARGV[9], 'code', ARGV[12]}, t)
   return {'ok'}
 end
 -- First a write that cannot grow memory (see finish): above maxmemory
@@ -93,7 +94,7 @@ redis.call('HSET', meta, unpack(set))
 if final == 'completed' then
   if c ~= tonumber(ARGV[10]) then return {'gap'} end
   redis.call('LPOP', data)
-  finish(j, 'completed', 'checksum', ARGV[9], t)
+  finish(j, 'completed', {'checksum', ARGV[9]}, t)
   return {'ok'}
 end
 hold(ARGV[3])

@@ -105,15 +105,13 @@ func codedErrorf(code int, format string, args ...any) error {
 	return &codedError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// message is err's text for people. The library prefixes each layer of
-// wrapping with "exporter: " ("exporter: status ID: exporter: export not
-// found"); those prefixes say nothing to someone at a terminal and are
-// dropped. The sentinels get a hint at what to do.
+// message is err's text for people. The library's errors begin with its
+// package name ("exporter: status ID: export not found"), which says
+// nothing to someone at a terminal and is dropped. The sentinels get a
+// hint at what to do.
 func message(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "exporter: ")
-	msg = strings.ReplaceAll(msg, ": exporter: ", ": ")
-	msg = strings.ReplaceAll(msg, "\nexporter: ", "; ") // errors.Join
-	msg = strings.ReplaceAll(msg, "\n", "; ")
+	msg = strings.ReplaceAll(msg, "\n", "; ") // errors.Join
 	switch {
 	case errors.Is(err, exporter.ErrNotFound):
 		msg += " (unknown, expired, or another user's; an admin sees every export with -admin)"
@@ -147,10 +145,11 @@ func terminalOutcome(job *exporter.Job) error {
 	return codedErrorf(exitError, "export %s is %s, not finished", job.ID, job.Status)
 }
 
-// cleanReason is Job.Error without the library's prefix.
+// cleanReason is Job.Error without the library's prefix, which records
+// stored by versions before reason codes begin with.
 func cleanReason(reason string) string {
 	if reason == "" {
 		return "no reason recorded"
 	}
-	return strings.ReplaceAll(strings.TrimPrefix(reason, "exporter: "), ": exporter: ", ": ")
+	return strings.TrimPrefix(reason, "exporter: ")
 }

@@ -55,7 +55,8 @@ func TestMessage(t *testing.T) {
 	err := fmt.Errorf("exporter: status abc: %w", exporter.ErrNotFound)
 	require.Equal(t, "status abc: export not found (unknown, expired, or another user's; an admin sees every export with -admin)", message(err))
 	require.Equal(t, "x: interrupted", message(fmt.Errorf("x: %w", context.Canceled)))
-	require.Equal(t, "worker lost", cleanReason("exporter: worker lost"))
+	require.Equal(t, "worker lost", cleanReason("exporter: worker lost"), "a record stored before reason codes")
+	require.Equal(t, "worker lost", cleanReason(exporter.ErrWorkerLost.Error()))
 }
 
 func TestParseInterspersed(t *testing.T) {

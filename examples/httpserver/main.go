@@ -156,7 +156,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer cancel()
 	if err := exp.Shutdown(ectx); err != nil {
 		// The exports that were still running are recorded failed
-		// ("exporter: exporter shut down").
+		// (Job.ErrorCode "shutdown").
 		log.Warn("exports still running at shutdown were failed", "err", err)
 	}
 	if !errors.Is(serveErr, http.ErrServerClosed) {
