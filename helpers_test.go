@@ -368,3 +368,15 @@ func (h *recordingHandler) snapshot() []logRecord {
 	defer h.log.mu.Unlock()
 	return slices.Clone(h.log.records)
 }
+
+// NewTestStore returns a RedisStore on backend ("miniredis", "redis" or
+// "cluster") with a key prefix of its own, and a function that lets time
+// pass on its clock. It serves the tests of package exporter_test (the
+// Store conformance suite), which cannot reach env.
+func NewTestStore(t *testing.T, backend string) (*RedisStore, func(time.Duration)) {
+	e := newEnv(t, backend)
+	return e.store, e.elapse
+}
+
+// TestBackends are the backends NewTestStore knows.
+var TestBackends = backends

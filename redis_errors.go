@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -16,8 +17,14 @@ var errGap = errors.New("chunks missing")
 // client, a gap and other error replies (NOPERM from an ACL, OOM, a
 // script's error) are final.
 func (s *RedisStore) Transient(err error) bool {
-	if err == nil || errors.Is(err, errGap) || errors.Is(err, redis.ErrClosed) {
+	if err == nil {
 		return false
+	}
+	for _, final := range []error{errGap, redis.ErrClosed, ErrLeaseLost, ErrNotFound, ErrInvalid, ErrCorrupt,
+		ErrFinished, ErrNotReplicated, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, final) {
+			return false
+		}
 	}
 	var reply redis.Error
 	if errors.As(err, &reply) {

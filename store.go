@@ -66,8 +66,11 @@ type Store interface {
 	// another user's job is ErrNotFound and left unchanged.
 	Cancel(ctx context.Context, id, owner, reason string) (*Job, error)
 
-	// ReadChunks returns up to n stored chunks starting at index first. It
-	// returns an error wrapping ErrNotFound if the job is gone.
+	// ReadChunks returns up to n chunks of a completed job starting at
+	// index first, and none of a failed or cancelled one (their data is
+	// removed). What it returns for a live job is the store's business: the
+	// Exporter reads completed jobs only. It returns an error wrapping
+	// ErrNotFound if the job is gone.
 	ReadChunks(ctx context.Context, id string, first, n int) ([][]byte, error)
 
 	// Subscribe returns the stream of events: jobs reaching a terminal
@@ -81,14 +84,20 @@ type Store interface {
 
 	// Transient reports whether err, returned by one of the Store's calls,
 	// may pass if the call is repeated (a dropped connection, a server that
-	// is restarting or failing over), rather than being a final answer.
-	// The Exporter repeats such calls for as long as a lease allows.
+	// is restarting or failing over), rather than being a final answer:
+	// the store's verdicts (errors wrapping ErrLeaseLost, ErrNotFound,
+	// ErrInvalid, ErrCorrupt, ErrFinished, ErrNotReplicated) and a done
+	// context are final. The Exporter repeats a call that failed
+	// transiently for as long as a lease allows.
 	Transient(err error) bool
 
 	// List returns up to limit of owner's jobs, newest first, starting after
 	// cursor ("" for the newest), and the cursor of the next page ("" after
-	// the last). Jobs that expired are skipped (and forgotten). A cursor
-	// the store did not hand out is an error wrapping ErrInvalid.
+	// the last). Newest is by the store's clock when it indexed the job,
+	// which a distributed store may read on another node than CreatedAt:
+	// jobs created milliseconds apart may come in either order. Jobs that
+	// expired are skipped (and forgotten). A cursor the store did not hand
+	// out is an error wrapping ErrInvalid.
 	List(ctx context.Context, owner, cursor string, limit int) (jobs []*Job, next string, err error)
 }
 
