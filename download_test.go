@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,8 +301,10 @@ func TestWaitIsNotified(t *testing.T) {
 // subscription of their own).
 func TestWaitAcrossShutdown(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
-		x, err := New(e.store, Config{LeaseTTL: time.Hour})
+		subs := &subscribeCounter{Store: e.store}
+		x, err := New(subs, Config{LeaseTTL: time.Hour})
 		require.NoError(t, err)
+		subs.listener = x.base
 		y := e.secondExporter(t, Config{})
 		src := newFeedSource([]byte("x"))
 		job, err := y.StartExport(testCtx(t), alice, src)
@@ -320,7 +323,9 @@ func TestWaitAcrossShutdown(t *testing.T) {
 		waitWaiting(t, x, job.ID, 1)
 		require.NoError(t, x.Shutdown(testCtx(t)))
 		go wait()
-		time.Sleep(100 * time.Millisecond)
+		// Both waiters subscribed for themselves: the end comes while both
+		// wait.
+		require.Eventually(t, func() bool { return subs.n.Load() == 2 }, 10*time.Second, time.Millisecond)
 		src.end(nil)
 		for range 2 {
 			select {
@@ -331,6 +336,22 @@ func TestWaitAcrossShutdown(t *testing.T) {
 			}
 		}
 	})
+}
+
+// subscribeCounter counts the subscriptions its Store made, but for those
+// of the Exporter's listener (made under its context, listener).
+type subscribeCounter struct {
+	Store
+	listener context.Context
+	n        atomic.Int32
+}
+
+func (s *subscribeCounter) Subscribe(ctx context.Context) (Subscription, error) {
+	sub, err := s.Store.Subscribe(ctx)
+	if err == nil && ctx != s.listener {
+		s.n.Add(1)
+	}
+	return sub, err
 }
 
 // badWriter claims to have written more than it was given.

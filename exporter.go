@@ -234,6 +234,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.sched.isStopped() {
+		return nil, false // Shutdown stopped them
+	}
 	if e.background {
 		return e.listening, false
 	}

@@ -5,13 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -174,50 +172,6 @@ func TestAccess(t *testing.T) {
 	})
 }
 
-// TestPermissionChecker: a custom checker decides both permissions, and an
-// error from it denies.
-func TestPermissionChecker(t *testing.T) {
-	e := newEnv(t, "miniredis")
-	boom := errors.New("directory down")
-	var mu sync.Mutex
-	fail := false
-	checker := PermissionFunc(func(_ context.Context, u User, p string) (bool, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if fail {
-			return false, boom
-		}
-		return u.ID == "alice" && p == "export" || u.ID == "root" && p == "admin", nil
-	})
-	x := e.exporter(t, Config{Permission: "export", AdminPermission: "admin", Permissions: checker})
-	ctx := testCtx(t)
-	job, err := x.StartExport(ctx, User{ID: "alice"}, strings.NewReader("x"))
-	require.NoError(t, err)
-	_, err = x.StartExport(ctx, User{ID: "bob", Permissions: []string{"export"}}, strings.NewReader("x"))
-	require.ErrorIs(t, err, ErrForbidden, "the checker, not User.Permissions, decides")
-	_, err = x.GetExportStatus(ctx, User{ID: "root"}, job.ID)
-	require.NoError(t, err)
-
-	mu.Lock()
-	fail = true
-	mu.Unlock()
-	_, err = x.StartExport(ctx, User{ID: "alice"}, strings.NewReader("x"))
-	require.ErrorIs(t, err, ErrForbidden)
-	require.ErrorIs(t, err, boom)
-	_, err = x.GetExportStatus(ctx, User{ID: "root"}, job.ID)
-	require.ErrorIs(t, err, ErrForbidden, "an admin check that fails denies")
-	require.ErrorIs(t, err, boom)
-	_, err = x.GetExportStatus(ctx, User{ID: "alice"}, job.ID)
-	require.NoError(t, err, "the owner needs no check")
-	// A stranger cannot tell an unknown id from another's job by the error.
-	_, errTheirs := x.GetExportStatus(ctx, User{ID: "mallory"}, job.ID)
-	_, errUnknown := x.GetExportStatus(ctx, User{ID: "mallory"}, "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59")
-	require.ErrorIs(t, errTheirs, ErrForbidden)
-	require.ErrorIs(t, errUnknown, ErrForbidden)
-	require.Equal(t, strings.ReplaceAll(errTheirs.Error(), job.ID, "ID"),
-		strings.ReplaceAll(errUnknown.Error(), "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59", "ID"))
-}
-
 // countingStore counts the store calls, to prove some calls make none.
 type countingStore struct {
 	Store
@@ -270,79 +224,4 @@ func TestMalformedIDs(t *testing.T) {
 	_, err := x.GetExportStatus(ctx, alice, "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59")
 	require.ErrorIs(t, err, ErrNotFound)
 	require.Empty(t, e.mr.Keys())
-}
-
-// TestStartInput: bad input to StartExport is refused with the documented
-// sentinel, the source is closed, and nothing is written.
-func TestStartInput(t *testing.T) {
-	e := newEnv(t, "miniredis")
-	x := e.exporter(t, Config{MaxBytes: 1 << 20})
-	ctx := testCtx(t)
-	big := map[string]string{}
-	for i := range MaxMetadataEntries + 1 {
-		big[fmt.Sprint(i)] = "v"
-	}
-	tests := []struct {
-		name string
-		opts []StartOption
-		want error
-	}{
-		{"negative total", []StartOption{WithTotal(-1)}, ErrInvalid},
-		{"total above MaxBytes", []StartOption{WithTotal(1<<20 + 1)}, ErrTooLarge},
-		{"too many metadata entries", []StartOption{WithMetadata(big)}, ErrInvalid},
-		{"empty metadata key", []StartOption{WithMetadata(map[string]string{"": "v"})}, ErrInvalid},
-		{"long metadata key", []StartOption{WithMetadata(map[string]string{strings.Repeat("k", MaxMetadataKey+1): "v"})}, ErrInvalid},
-		{"long metadata value", []StartOption{WithMetadata(map[string]string{"k": strings.Repeat("v", MaxMetadataValue+1)})}, ErrInvalid},
-		{"metadata not UTF-8", []StartOption{WithMetadata(map[string]string{"k": "\xff"})}, ErrInvalid},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			src := newFeedSource(nil)
-			_, err := x.StartExport(ctx, alice, src, tt.opts...)
-			require.ErrorIs(t, err, tt.want)
-			require.Equal(t, int32(1), src.closed.Load())
-		})
-	}
-	_, err := x.StartExport(ctx, alice, nil)
-	require.ErrorIs(t, err, ErrInvalid)
-	require.Empty(t, e.mr.Keys())
-
-	// The limits themselves are accepted, and metadata round-trips exactly.
-	md := map[string]string{"filename": "résumé \"2026\".csv", "content-type": "text/csv; charset=utf-8",
-		strings.Repeat("k", MaxMetadataKey): strings.Repeat("v", MaxMetadataValue)}
-	job, err := x.StartExport(ctx, alice, strings.NewReader("x"), WithMetadata(md), WithTotal(1<<20), nil)
-	require.NoError(t, err)
-	job = waitFor(t, x, alice, job.ID, StatusCompleted)
-	require.Equal(t, md, job.Metadata)
-}
-
-// TestNewConfig: New validates the Config and names the bad field.
-func TestNewConfig(t *testing.T) {
-	e := newEnv(t, "miniredis")
-	_, err := New(nil, Config{})
-	require.ErrorIs(t, err, ErrInvalid)
-	_, err = New(NewRedisStore(nil), Config{})
-	require.ErrorIs(t, err, ErrInvalid)
-	_, err = New(e.store.WithPrefix("a{b}"), Config{})
-	require.ErrorIs(t, err, ErrInvalid)
-	bad := map[string]Config{
-		"ChunkSize":  {ChunkSize: 1023},
-		"ChunkSize ": {ChunkSize: 16<<20 + 1},
-		"MaxBytes":   {MaxBytes: -1},
-		"MaxRunning": {MaxRunning: -1},
-		"MaxPending": {MaxPending: -1},
-		"MaxPerUser": {MaxPerUser: -1},
-		"Retention":  {Retention: -time.Second},
-		"LeaseTTL":   {LeaseTTL: time.Millisecond},
-		"Retention ": {Retention: time.Second, LeaseTTL: time.Minute},
-	}
-	for field, cfg := range bad {
-		_, err := New(e.store, cfg)
-		require.ErrorIs(t, err, ErrInvalid, field)
-		require.Contains(t, err.Error(), "Config."+strings.TrimSpace(field))
-	}
-	x, err := New(e.store, Config{})
-	require.NoError(t, err)
-	require.NoError(t, x.Shutdown(testCtx(t)))
-	require.Empty(t, e.mr.Keys(), "New and Shutdown do no I/O")
 }

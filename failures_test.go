@@ -298,8 +298,10 @@ func TestShutdownDrains(t *testing.T) {
 		require.NoError(t, err)
 		ids = append(ids, job.ID)
 	}
-	go func() {
-		time.Sleep(50 * time.Millisecond)
+	go func() { // once Shutdown refuses new starts, so that it drains them
+		for !x.sched.isClosed() {
+			time.Sleep(time.Millisecond)
+		}
 		for _, s := range srcs {
 			s.end(nil)
 		}

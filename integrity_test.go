@@ -211,7 +211,7 @@ func TestStartThatFailedLeavesNoJob(t *testing.T) {
 	_, err = x.StartExport(short, alice, src)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	src.requireClosedOnce(t)
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the outage goes on: the undoing waits it out
 	require.NoError(t, srv.Thaw())
 
 	admin := faultClient(t, srv.Addr)

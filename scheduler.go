@@ -254,6 +254,20 @@ func (s *scheduler) stop() {
 	s.stopped = true
 }
 
+// isClosed reports whether close was called.
+func (s *scheduler) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// isStopped reports whether stop was called.
+func (s *scheduler) isStopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped
+}
+
 // left is how many runs are still held.
 func (s *scheduler) left() int {
 	s.mu.Lock()

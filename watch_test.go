@@ -119,38 +119,3 @@ func TestWatchExportEnds(t *testing.T) {
 		other.end(nil)
 	})
 }
-
-// TestWatchExportEvery: progress snapshots come at most one per WatchEvery
-// interval, however fast the export writes; the end is not held back.
-func TestWatchExportEvery(t *testing.T) {
-	e := newEnv(t, "redis")
-	x := e.exporter(t, Config{ChunkSize: testChunk})
-	src := newFeedSource(nil)
-	job, err := x.StartExport(testCtx(t), alice, src)
-	require.NoError(t, err)
-	const every = 150 * time.Millisecond
-	fed := make(chan struct{})
-	go func() { // a chunk every 5 ms for about a second
-		defer close(fed)
-		for range 200 {
-			src.feed(randomBytes(testChunk))
-			time.Sleep(5 * time.Millisecond)
-		}
-		src.end(nil)
-	}()
-	var at []time.Time
-	var last *Job
-	for j, err := range x.WatchExport(testCtx(t), alice, job.ID, WatchEvery(every)) {
-		require.NoError(t, err)
-		at, last = append(at, time.Now()), j
-	}
-	<-fed
-	require.Equal(t, StatusCompleted, last.Status)
-	require.Equal(t, int64(200*testChunk), last.Bytes)
-	require.GreaterOrEqual(t, len(at), 3, "no progress snapshot between the first and the end")
-	// Every snapshot but the last (the end) came at least every after
-	// the one before.
-	for i := 1; i < len(at)-1; i++ {
-		require.GreaterOrEqual(t, at[i].Sub(at[i-1]), every, "snapshot %d of %d", i, len(at))
-	}
-}
