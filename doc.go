@@ -48,8 +48,9 @@
 // Redis returns an error, when it passes Config.MaxBytes (ErrTooLarge),
 // when Shutdown gives up on it (ErrClosed), or when its instance stops
 // renewing its lease (ErrWorkerLost, seen by the next reader once the
-// lease lapses). Job.Err turns the recorded reason back into an error that
-// wraps the matching sentinel. A cancelled or failed job's bytes are
+// lease lapses). The reason is stored as a stable code (Job.ErrorCode, one
+// of the Code constants) beside its text (Job.Error); Job.Err maps the code
+// back to an error that wraps the matching sentinel. A cancelled or failed job's bytes are
 // removed; a completed job keeps them, with their SHA-256 in Job.Checksum.
 // Every job and its bytes expire Config.Retention after their last update.
 //
