@@ -85,11 +85,11 @@ func notify(ch chan Event, ev Event) {
 	}
 }
 
-// watch registers a waiter for job id on the Exporter's subscription and
+// addWaiter registers a waiter for job id on the Exporter's subscription and
 // returns its wake-up channel and its release function, after waiting (up
 // to poll) for the subscription to be in place. ok is false once the
 // Exporter has stopped listening (after Shutdown).
-func (e *Exporter) watch(ctx context.Context, id string, poll time.Duration) (wake chan Event, release func(), ok bool) {
+func (e *Exporter) addWaiter(ctx context.Context, id string, poll time.Duration) (wake chan Event, release func(), ok bool) {
 	ready, _ := e.startListening()
 	if ready == nil {
 		return nil, nil, false // stopped: the Exporter no longer listens
@@ -150,7 +150,7 @@ func (e *Exporter) wait(ctx context.Context, user User, id string) (*Job, error)
 	}
 	// Register before the first read, so an end in between is not missed.
 	poll := e.pollInterval()
-	wake, release, ok := e.watch(ctx, id, poll)
+	wake, release, ok := e.addWaiter(ctx, id, poll)
 	if ok {
 		defer release()
 	}

@@ -82,9 +82,9 @@ func (s *RedisStore) keys(id string) []string {
 	return []string{tag + "meta", tag + "data", tag + "lease", tag + "watch", tag + "abandoned"}
 }
 
-// run executes script on the job's keys and splits its reply into the
+// runJobScript executes script on the job's keys and splits its reply into the
 // code and the job, if the reply carries one.
-func (s *RedisStore) run(ctx context.Context, script *redis.Script, id string, args ...any) (string, *Job, error) {
+func (s *RedisStore) runJobScript(ctx context.Context, script *redis.Script, id string, args ...any) (string, *Job, error) {
 	argv := make([]any, 0, len(args)+1)
 	argv = append(argv, s.eventsChannel())
 	argv = append(argv, args...)
@@ -175,7 +175,7 @@ func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
 		return nil, err
 	}
 	if lapsed(j, held.Val()) {
-		_, j, err = s.run(ctx, scriptGet, id, owner)
+		_, j, err = s.runJobScript(ctx, scriptGet, id, owner)
 	}
 	return j, err
 }
@@ -221,13 +221,13 @@ const abandonedTTL = 10 * time.Minute
 
 // Abandon implements Store.
 func (s *RedisStore) Abandon(ctx context.Context, id string, lease Lease) error {
-	_, _, err := s.run(ctx, scriptAbandon, id, lease.Token, abandonedTTL.Milliseconds())
+	_, _, err := s.runJobScript(ctx, scriptAbandon, id, lease.Token, abandonedTTL.Milliseconds())
 	return err
 }
 
 // Cancel implements Store.
 func (s *RedisStore) Cancel(ctx context.Context, id, owner, reason string) (*Job, error) {
-	code, j, err := s.run(ctx, scriptCancel, id, owner, reason)
+	code, j, err := s.runJobScript(ctx, scriptCancel, id, owner, reason)
 	if err == nil && code == "finished" {
 		err = ErrFinished
 	}

@@ -128,10 +128,13 @@ type ChunkWrite struct {
 	Reason   string // with StatusFailed: Job.Error
 	Code     string // with StatusFailed: Job.ErrorCode
 
-	// With StatusCompleted: how many replicas must have the completion
-	// (and so every write before it) within ReplicaTimeout before Write
-	// returns nil and announces the end; else an error wrapping
-	// ErrNotReplicated. 0 does not wait.
+	// With StatusCompleted: how many copies of the store besides the one
+	// written (replicas) must hold the completion, and every write before
+	// it, within ReplicaTimeout before Write returns nil and announces the
+	// end; else an error wrapping ErrNotReplicated, and the job has not
+	// read completed. 0 does not wait. This is Config.MinReplicas, a
+	// durability requirement any store can state; how it is met (WAIT, on
+	// Redis) is the store's. A store without replicas refuses Replicas > 0.
 	Replicas       int
 	ReplicaTimeout time.Duration
 }

@@ -160,7 +160,7 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 				return total, err
 			}
 			w = &chunkWriter{e: e, rn: rn, begun: begun, queue: make(chan chunk, 2*batchLen(size)), done: make(chan error, 1)}
-			go w.run()
+			go w.loop()
 		}
 		select {
 		case w.queue <- c:
@@ -232,7 +232,7 @@ type chunkWriter struct {
 	done  chan error
 }
 
-func (w *chunkWriter) run() {
+func (w *chunkWriter) loop() {
 	err := w.write()
 	if err != nil {
 		// Stop the reader too: its source is closed, its Read returns.

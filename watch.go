@@ -71,7 +71,7 @@ func (e *Exporter) watchExport(ctx context.Context, user User, id string, every 
 		return ErrNotFound
 	}
 	poll := e.pollInterval()
-	wake, release, listening := e.watch(ctx, id, poll)
+	wake, release, listening := e.addWaiter(ctx, id, poll)
 	if listening {
 		defer release()
 	} else {
