@@ -68,6 +68,19 @@ type Config struct {
 	// MeterProvider receives the Exporter's metrics (see MeterName and
 	// the package documentation for the instruments). nil reports none.
 	MeterProvider metric.MeterProvider
+
+	// Sources are the kinds of durable export (Enqueue) this Exporter
+	// runs, by name. An Exporter with Sources claims durable exports of
+	// those kinds from the store's queue whenever it has a free run slot
+	// (MaxRunning counts them with StartExport's), and resumes those whose
+	// attempt was lost. Its background goroutines start at New. A kind is
+	// 1 to 128 bytes of UTF-8 without spaces. The store must implement
+	// Queue (RedisStore does).
+	Sources map[string]Source
+	// MaxAttempts is how many attempts a durable export that this
+	// Exporter enqueues gets before it fails; attempts lost with their
+	// instance count, those handed back by Shutdown do not. 0 means 3.
+	MaxAttempts int
 }
 
 // Defaults and bounds of Config.
@@ -79,6 +92,8 @@ const (
 	DefaultMaxPending = 1024
 	DefaultRetention  = 24 * time.Hour
 	DefaultLeaseTTL   = 15 * time.Second
+	// DefaultMaxAttempts is MaxAttempts when 0.
+	DefaultMaxAttempts = 3
 
 	minChunkSize = 1 << 10
 	maxChunkSize = 16 << 20
@@ -113,6 +128,9 @@ func (c Config) withDefaults() Config {
 	if c.ReplicaTimeout == 0 {
 		c.ReplicaTimeout = time.Second
 	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -145,6 +163,16 @@ func (c Config) validate() error {
 		return bad("LeaseTTL must be at least %v, not %v", minLeaseTTL, c.LeaseTTL)
 	case c.Retention < c.LeaseTTL:
 		return bad("Retention (%v) must not be shorter than LeaseTTL (%v)", c.Retention, c.LeaseTTL)
+	case c.MaxAttempts < 0:
+		return bad("MaxAttempts must not be negative")
+	}
+	for kind, src := range c.Sources {
+		if !validKind(kind) {
+			return bad("Sources: kind %q must be 1 to %d bytes of UTF-8 without spaces", kind, maxKind)
+		}
+		if src == nil {
+			return bad("Sources: kind %q has a nil Source", kind)
+		}
 	}
 	return nil
 }

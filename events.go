@@ -58,6 +58,11 @@ func (e *Exporter) dispatch(ev Event) {
 	if ev.Status == StatusCancelled {
 		e.sched.abort(ev.ID, ErrCancelled)
 	}
+	if ev.Kind != "" && e.queue != nil {
+		if _, ok := e.cfg.Sources[ev.Kind]; ok {
+			e.wakeClaimer()
+		}
+	}
 	e.waitersMu.Lock()
 	for ch := range e.waiters[ev.ID] {
 		notify(ch, ev)

@@ -33,6 +33,8 @@ type Exporter struct {
 	stopLeases context.CancelFunc
 	wg         sync.WaitGroup // every goroutine the Exporter starts
 	sched      *scheduler     // the runs this Exporter holds
+	queue      Queue          // the store's, when Config.Sources is set
+	claimWake  chan struct{}  // wakes the claimer (durable exports)
 	bufs       bufferPool     // chunk buffers of cfg.ChunkSize
 
 	mu         sync.Mutex
@@ -44,8 +46,9 @@ type Exporter struct {
 }
 
 // New returns an Exporter on store. It validates cfg (an error wrapping
-// ErrInvalid names the field) and does no I/O: background goroutines start
-// with the first export.
+// ErrInvalid names the field). Without Config.Sources it does no I/O:
+// background goroutines start with the first export; with Sources they
+// start here, and the Exporter claims durable exports at once.
 func New(store Store, cfg Config) (*Exporter, error) {
 	e, err := newExporter(store, cfg)
 	if err != nil {
@@ -87,6 +90,16 @@ func newExporter(store Store, cfg Config) (*Exporter, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	e.ins, e.sched.ins = ins, ins
+	if len(cfg.Sources) > 0 {
+		q, ok := store.(Queue)
+		if !ok {
+			stop(nil)
+			return nil, fmt.Errorf("%w: Config.Sources needs a Store that implements Queue, not %T", ErrInvalid, store)
+		}
+		e.queue, e.claimWake = q, make(chan struct{}, 1)
+		e.sched.freed = e.wakeClaimer
+		e.startListening() // durable exports are claimed from now on
+	}
 	return e, nil
 }
 
@@ -165,7 +178,7 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 		rn.cancel(err)
 		e.sched.withdraw(user.ID)
 		if !errors.Is(err, ErrInvalid) {
-			e.abandon(rn) // the creation may yet be applied: its caller is told it failed
+			e.abandon(rn.job.ID, rn.lease, rn.log) // the creation may yet be applied: its caller is told it failed
 		}
 		return nil, err
 	}
@@ -189,25 +202,25 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	return job.clone(), nil
 }
 
-// abandon undoes, in the background, the creation of rn's job, which
+// abandon undoes, in the background, the creation of job id, which
 // StartExport reports failed although it may have been applied (its reply
 // was late or lost, say after ctx's deadline): a job nobody was told
 // about must not be left to lapse and read "worker lost". It tries for up
 // to LeaseTTL, the time the job would take to lapse, and gives up at
 // Shutdown.
-func (e *Exporter) abandon(rn *run) {
+func (e *Exporter) abandon(id string, lease Lease, log *slog.Logger) {
 	e.sched.spawn(func() {
 		ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
 		defer cancel()
 		backoff := 20 * time.Millisecond
 		for {
-			err := e.store.Abandon(ctx, rn.job.ID, rn.lease)
+			err := e.store.Abandon(ctx, id, lease)
 			if err == nil {
-				rn.log.Debug("abandoned export creation undone")
+				log.Debug("abandoned export creation undone")
 				return
 			}
 			if !e.retryable(err) || !sleepCtx(ctx, backoff) {
-				rn.log.Warn("undoing an abandoned export creation failed; if it was recorded, it will read failed (worker lost)", "err", err)
+				log.Warn("undoing an abandoned export creation failed; if it was recorded, it will read failed (worker lost) or, if durable, run", "err", err)
 				return
 			}
 			backoff = min(2*backoff, e.cfg.LeaseTTL/8)
@@ -248,6 +261,10 @@ func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 	e.listening = listening
 	e.sched.spawn(e.keepLeases)
 	e.sched.spawn(e.checkEviction)
+	if e.queue != nil {
+		e.sched.spawn(e.claim)
+		e.sched.spawn(e.recoverAttempts)
+	}
 	return listening, true
 }
 

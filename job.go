@@ -3,6 +3,7 @@ package exporter
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -49,6 +50,9 @@ type Job struct {
 	UpdatedAt  time.Time         `json:"updated_at"`           // last change, progress or lease renewal
 	FinishedAt time.Time         `json:"finished_at,omitzero"` // zero until terminal
 	ExpiresAt  time.Time         `json:"expires_at"`           // when the job and its data disappear
+	Kind       string            `json:"kind,omitempty"`       // the durable export's kind (Enqueue); "" for StartExport's
+	Args       []byte            `json:"args,omitempty"`       // Enqueue's args, at most MaxArgs bytes
+	Attempt    int               `json:"attempt,omitempty"`    // attempts of a durable export begun so far: 1 once the first runs; 0 while never run
 }
 
 // Progress returns Bytes/Total in [0, 1], or 0 when Total is unknown.
@@ -73,6 +77,7 @@ func (j *Job) clone() *Job {
 			c.Metadata[k] = v
 		}
 	}
+	c.Args = slices.Clone(j.Args)
 	return &c
 }
 
@@ -95,6 +100,15 @@ const (
 	fFinished  = "finished"
 	fRetention = "retention" // ms; ExpiresAt = updated + retention
 	fLease     = "lease"     // ms, the lease TTL of the instance that holds it
+
+	// Durable exports only (Enqueue); absent in the others.
+	fKind    = "kind"
+	fArgs    = "args"
+	fAttempt = "attempt" // attempts begun
+	fHanded  = "handed"  // attempts handed back by Shutdown, which do not count
+	fMaxAtt  = "maxatt"  // attempts allowed in all (MaxAttempts of the enqueuer)
+	fHash    = "sha"     // the SHA-256 state of the stored chunks, for a resume
+	fToken   = "token"   // the enqueuer's token, for Abandon
 )
 
 // encodeJob returns the fields written when a job is created, as
@@ -115,6 +129,9 @@ func encodeJob(j *Job, retention time.Duration) ([]any, error) {
 			return nil, fmt.Errorf("encode metadata: %w", err)
 		}
 		f = append(f, fMetadata, string(md))
+	}
+	if j.Kind != "" {
+		f = append(f, fKind, j.Kind, fArgs, string(j.Args), fAttempt, "0", fHanded, "0")
 	}
 	return f, nil
 }
@@ -165,6 +182,17 @@ func decodeJob(h map[string]string) (*Job, error) {
 		return nil, err
 	}
 	j.ExpiresAt = j.UpdatedAt.Add(time.Duration(ret) * time.Millisecond)
+	j.Kind = h[fKind]
+	if a, ok := h[fArgs]; ok {
+		j.Args = []byte(a)
+	}
+	if _, ok := h[fAttempt]; ok {
+		n, err := parseInt(h, fAttempt)
+		if err != nil {
+			return nil, err
+		}
+		j.Attempt = int(n)
+	}
 	if md, ok := h[fMetadata]; ok {
 		if err := json.Unmarshal([]byte(md), &j.Metadata); err != nil {
 			return nil, fmt.Errorf("%w: job %s: metadata: %v", ErrCorrupt, j.ID, err)

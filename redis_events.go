@@ -92,6 +92,9 @@ func parseEvent(payload string) (Event, bool) {
 		return Event{}, false
 	}
 	if !ev.Status.Terminal() {
+		if ev.Status == StatusPending {
+			ev.Kind = packed // a durable export is ready: "<id> pending <kind>"
+		}
 		return ev, true // progress of a watched job: no job attached
 	}
 	h := make(map[string]string, 16)

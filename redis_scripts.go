@@ -23,6 +23,18 @@ var (
 	scriptCancel  = redis.NewScript(lua("common") + lua("cancel"))
 	scriptRenew   = redis.NewScript(lua("renew"))
 
+	// The durable queue: scripts on a job's keys, and on a queue shard's
+	// (queue.lua prepended).
+	scriptEnqueue     = redis.NewScript(lua("common") + lua("enqueue"))
+	scriptBegin       = redis.NewScript(lua("common") + lua("begin"))
+	scriptRelease     = redis.NewScript(lua("common") + lua("release"))
+	scriptProbe       = redis.NewScript(lua("common") + lua("probe"))
+	luaQueuePush      = lua("queue") + lua("queue_push")
+	scriptQueuePush   = redis.NewScript(luaQueuePush)
+	scriptQueueClaim  = redis.NewScript(lua("queue") + lua("queue_claim"))
+	scriptQueueSettle = redis.NewScript(lua("queue") + lua("queue_settle"))
+	scriptQueueDue    = redis.NewScript(lua("queue") + lua("queue_due"))
+
 	// The owner index's scripts are sent whole (EVAL) in pipelines that
 	// cannot load a missing script and go on.
 	luaIndex     = lua("index")

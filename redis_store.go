@@ -41,7 +41,10 @@ type RedisStore struct {
 	err    error // from WithPrefix, reported by New
 }
 
-var _ Store = (*RedisStore)(nil)
+var (
+	_ Store = (*RedisStore)(nil)
+	_ Queue = (*RedisStore)(nil)
+)
 
 // DefaultPrefix is the key and channel prefix of NewRedisStore.
 const DefaultPrefix = "exporter:"
@@ -183,7 +186,8 @@ func (s *RedisStore) Get(ctx context.Context, id, owner string) (*Job, error) {
 // lapsed reports whether j is live while its lease key is gone (exists is
 // what EXISTS said of it).
 func lapsed(j *Job, exists int64) bool {
-	return (j.Status == StatusPending || j.Status == StatusRunning) && exists == 0
+	// A durable export between attempts holds no lease and stays live.
+	return (j.Status == StatusPending || j.Status == StatusRunning) && exists == 0 && j.Kind == ""
 }
 
 // pipelined runs script after the commands that before adds, in one

@@ -38,6 +38,7 @@ type writeArgs struct {
 	final  Status // "", StatusCompleted or StatusFailed
 	text   string // checksum or error text
 	code   string // with final StatusFailed: the error code
+	hash   []byte // the SHA-256 state after the chunks (durable exports)
 	count  int64  // chunks a completed job holds
 	seal   bool   // record text and count as what completes the job
 }
@@ -51,13 +52,13 @@ func (a writeArgs) argv(events string) []any {
 	if a.seal {
 		seal = "seal"
 	}
-	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal, a.code}
+	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal, a.code, a.hash}
 }
 
 // Write implements Store.
 func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error {
 	a := writeArgs{token: lease.Token, ttl: lease.TTL, begin: w.Begin, index: w.Index, chunks: len(w.Chunks),
-		bytes: w.Bytes, final: w.Final, text: w.Checksum, count: w.Count}
+		bytes: w.Bytes, final: w.Final, text: w.Checksum, count: w.Count, hash: w.Hash}
 	if w.Final == StatusFailed {
 		a.text, a.code = w.Reason, w.Code
 	}

@@ -22,6 +22,9 @@ type run struct {
 	r       io.Reader
 	ctx     context.Context // cancelled with the reason the run must stop
 	cancel  context.CancelCauseFunc
+	// attempt is set for an attempt of a durable export (Enqueue), whose
+	// source the run opens; nil for StartExport's.
+	attempt *attempt
 
 	// final is how the run ended, once known: the first settle wins. Nil
 	// means it failed or was cancelled, by its context's cause.

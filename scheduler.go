@@ -12,7 +12,9 @@ import (
 //
 // A start is admitted first (capacity is claimed before its job is
 // recorded), then held once its job is; a start that fails in between is
-// withdrawn. A held run leaves by drop: its worker drops it when done, and
+// withdrawn. A durable export's attempt takes a run slot instead
+// (reserveSlot) before its claim, and is held in it (holdAttempt) or gives
+// it back (unreserveSlot); the queue, not this scheduler, caps its owner. A held run leaves by drop: its worker drops it when done, and
 // abort drops a pending one at once. Shutdown closes the scheduler (no
 // admissions), drains what it gives up on, and stops it (no goroutines).
 type scheduler struct {
@@ -21,6 +23,7 @@ type scheduler struct {
 	wg      *sync.WaitGroup // the Exporter's: Shutdown waits for every goroutine
 	execute func(*run)      // runs one export to its end
 	ins     *instruments    // counts starts and ends
+	freed   func()          // called (under mu, must not block) when a run slot comes free; may be nil
 
 	mu       sync.Mutex
 	closed   bool            // Shutdown was called: no admissions
@@ -100,6 +103,52 @@ func (s *scheduler) hold(rn *run) error {
 	return nil
 }
 
+// reserveSlot takes a free run slot for a durable export's claim, if one
+// is free and no run of this Exporter waits for one (they came first).
+func (s *scheduler) reserveSlot() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.queue) > 0 || s.running >= s.maxRunning {
+		return false
+	}
+	s.running++
+	return true
+}
+
+// unreserveSlot gives back a slot that reserveSlot took: to the oldest
+// pending run, if one came meanwhile.
+func (s *scheduler) unreserveSlot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 && !s.stopped {
+		rn := s.queue[0]
+		s.queue[0] = nil
+		s.queue = s.queue[1:]
+		s.wg.Add(1)
+		go s.worker(rn)
+		return
+	}
+	s.running--
+	s.checkIdle()
+}
+
+// holdAttempt holds a durable export's attempt in the slot reserveSlot
+// took, and starts its worker. Once Shutdown was called it returns
+// ErrClosed instead: the caller hands the attempt back and gives the slot
+// back.
+func (s *scheduler) holdAttempt(rn *run) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.runs[rn.job.ID] = rn
+	s.ins.started.Add(rn.ctx, 1)
+	s.wg.Add(1)
+	go s.worker(rn)
+	return nil
+}
+
 // worker executes rn, then the next pending run, until none is left.
 func (s *scheduler) worker(rn *run) {
 	defer s.wg.Done()
@@ -117,6 +166,9 @@ func (s *scheduler) next(done *run) *run {
 	s.dropLocked(done)
 	if len(s.queue) == 0 {
 		s.running--
+		if s.freed != nil {
+			s.freed()
+		}
 		return nil
 	}
 	rn := s.queue[0]
@@ -137,7 +189,11 @@ func (s *scheduler) dropLocked(rn *run) {
 		return
 	}
 	delete(s.runs, rn.job.ID)
-	s.uncount(rn.job.Owner)
+	if rn.attempt == nil {
+		s.uncount(rn.job.Owner)
+	} else {
+		s.checkIdle()
+	}
 	s.ins.recordEnd(rn.ctx, rn.outcome(), rn.start)
 }
 

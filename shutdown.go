@@ -123,6 +123,10 @@ func (e *Exporter) fail(rn *run, cause error) {
 	if errors.Is(cause, ErrCancelled) || errors.Is(cause, ErrLeaseLost) {
 		return
 	}
+	if rn.attempt != nil {
+		e.endAttempt(rn, cause)
+		return
+	}
 	first := rn.settle(StatusFailed)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()

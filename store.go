@@ -128,6 +128,12 @@ type ChunkWrite struct {
 	Reason   string // with StatusFailed: Job.Error
 	Code     string // with StatusFailed: Job.ErrorCode
 
+	// Hash is the SHA-256 state (encoding.BinaryMarshaler) after Chunks, for
+	// a durable export: a Store keeps the last one applied with the chunks
+	// and hands it to the attempt that resumes the export (Queue.Claim).
+	// Nil for the others.
+	Hash []byte
+
 	// With StatusCompleted: how many copies of the store besides the one
 	// written (replicas) must hold the completion, and every write before
 	// it, within ReplicaTimeout before Write returns nil and announces the
@@ -145,6 +151,9 @@ type Event struct {
 	ID     string
 	Status Status
 	Job    *Job // the job as it ended, when the store sends it along; else nil
+	// Kind is set, with StatusPending, when a durable export of this kind
+	// became ready to claim (Queue): enqueued, retried or resumed.
+	Kind string
 }
 
 // Subscription delivers store events. It is used by one goroutine at a

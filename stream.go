@@ -3,6 +3,7 @@ package exporter
 import (
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -60,6 +61,18 @@ func (p *bufferPool) put(b []byte) {
 // cancelled (CancelExport, Shutdown, a lost lease, a failed write), which
 // unblocks a Read that waits on a closed source.
 func (e *Exporter) execute(rn *run) {
+	if rn.attempt != nil {
+		// A durable export's attempt opens its source first (under the
+		// run's context, which a cancel ends), so that it is closed with
+		// the run however the run ends.
+		r, err := e.openSource(rn)
+		if err != nil {
+			e.conclude(rn, 0, &sourceError{err})
+			rn.cancel(errRunDone)
+			return
+		}
+		rn.r = r
+	}
 	closed := make(chan struct{})
 	context.AfterFunc(rn.ctx, func() { rn.closeReader(); close(closed) })
 	defer func() {
@@ -82,6 +95,7 @@ func (e *Exporter) execute(rn *run) {
 func (e *Exporter) conclude(rn *run, bytes int64, err error) {
 	if err == nil {
 		rn.settle(StatusCompleted)
+		e.settleQueue(rn)
 		rn.log.InfoContext(rn.ctx, "export completed", "bytes", bytes)
 		return
 	}
@@ -94,7 +108,10 @@ func (e *Exporter) conclude(rn *run, bytes int64, err error) {
 	switch {
 	case errors.Is(err, ErrCancelled):
 		rn.settle(StatusCancelled)
+		e.settleQueue(rn)
 	case errors.Is(err, ErrLeaseLost):
+		// A durable export's attempt whose lease lapsed: the queue resumes
+		// the export elsewhere, or has already.
 		rn.settle(StatusFailed)
 	default:
 		e.fail(rn, err)
@@ -114,13 +131,26 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 	src := source{r: rn.r}
 	var (
 		total   int64
+		index   int64 // of the next chunk
 		failure error
 		w       *chunkWriter
+		begin   = &beginner{begun: true}
 	)
-	// A source slower than beginDelay to fill the first chunk sees its job
-	// move to running on its own; a quicker one has the begin fused into
-	// its first write.
-	begin := beginLater(e, rn)
+	if a := rn.attempt; a != nil {
+		// A durable export's attempt resumes after the chunks stored by
+		// those before it, with their hash's state.
+		index, total = a.chunks, a.bytes
+		if a.hash != nil {
+			if err := sum.(encoding.BinaryUnmarshaler).UnmarshalBinary(a.hash); err != nil {
+				return 0, fmt.Errorf("%w: the stored hash state does not decode: %v", ErrCorrupt, err)
+			}
+		}
+	} else {
+		// A source slower than beginDelay to fill the first chunk sees its
+		// job move to running on its own; a quicker one has the begin fused
+		// into its first write.
+		begin = beginLater(e, rn)
+	}
 	for {
 		buf := e.bufs.get(size)
 		n, err := src.fill(buf)
@@ -139,6 +169,9 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 		sum.Write(buf[:n])
 		total += int64(n)
 		c := chunk{data: buf[:n]}
+		if rn.attempt != nil {
+			c.hash, _ = sum.(encoding.BinaryMarshaler).MarshalBinary() // never fails
+		}
 		if err == io.EOF {
 			c.checksum = "sha256:" + hex.EncodeToString(sum.Sum(nil))
 		}
@@ -150,16 +183,17 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 				break
 			}
 			if c.last() { // the whole export in one write
-				cw := ChunkWrite{Begin: !begun, Bytes: total, Final: StatusCompleted, Checksum: c.checksum,
-					Replicas: e.cfg.MinReplicas, ReplicaTimeout: e.cfg.ReplicaTimeout}
+				cw := ChunkWrite{Begin: !begun, Index: index, Bytes: total, Final: StatusCompleted, Checksum: c.checksum,
+					Count: index, Replicas: e.cfg.MinReplicas, ReplicaTimeout: e.cfg.ReplicaTimeout}
 				if n > 0 {
-					cw.Chunks, cw.Count = [][]byte{c.data}, 1
+					cw.Chunks, cw.Count, cw.Hash = [][]byte{c.data}, index+1, c.hash
 				}
 				err := e.write(rn.ctx, rn, cw)
 				e.bufs.put(buf)
 				return total, err
 			}
-			w = &chunkWriter{e: e, rn: rn, begun: begun, queue: make(chan chunk, 2*batchLen(size)), done: make(chan error, 1)}
+			w = &chunkWriter{e: e, rn: rn, begun: begun, index: index, bytes: total - int64(n),
+				queue: make(chan chunk, 2*batchLen(size)), done: make(chan error, 1)}
 			go w.loop()
 		}
 		select {
@@ -214,10 +248,12 @@ func (b *beginner) wait() (begun bool, err error) {
 }
 
 // chunk is one item of a chunkWriter's queue. The last chunk of an export
-// carries its checksum (and may be empty).
+// carries its checksum (and may be empty). A durable export's chunks carry
+// the hash's state after them.
 type chunk struct {
 	data     []byte
 	checksum string
+	hash     []byte
 }
 
 func (c chunk) last() bool { return c.checksum != "" }
@@ -228,6 +264,8 @@ type chunkWriter struct {
 	e     *Exporter
 	rn    *run
 	begun bool       // the job is running already
+	index int64      // of the first chunk it stores
+	bytes int64      // stored before it
 	queue chan chunk // closed by the reader when it stops
 	done  chan error
 }
@@ -248,7 +286,7 @@ func (w *chunkWriter) loop() {
 func (w *chunkWriter) write() error {
 	e, rn := w.e, w.rn
 	var (
-		index, bytes int64
+		index, bytes = w.index, w.bytes
 		begun        = w.begun
 		batch        [][]byte
 	)
@@ -276,6 +314,7 @@ func (w *chunkWriter) write() error {
 			if len(c.data) > 0 {
 				batch = append(batch, c.data)
 				cw.Bytes += int64(len(c.data))
+				cw.Hash = c.hash
 			} else {
 				e.bufs.put(c.data)
 			}
@@ -286,6 +325,12 @@ func (w *chunkWriter) write() error {
 			select {
 			case c, ok = <-w.queue:
 				if !ok {
+					// The reader failed. A durable export keeps the whole
+					// chunks it read: the next attempt resumes after them.
+					if rn.attempt != nil {
+						cw.Chunks = batch
+						return e.write(rn.ctx, rn, cw)
+					}
 					return nil
 				}
 				continue

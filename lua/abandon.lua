@@ -4,13 +4,14 @@
 -- a copy of the creation arriving later records nothing.
 --
 -- KEYS, ARGV[1] -> see common.lua
--- ARGV[2] -> the creation's lease token
+-- ARGV[2] -> the creation's lease token (Create), or the enqueuer's token (Enqueue)
 -- ARGV[3] -> how long the mark lasts, ms
 --
 -- Returns:
 -- {"ok"}
 -- {"kept"}  the job exists and is not that creation's pending job
-if redis.call('GET', lease) == ARGV[2] and redis.call('HGET', meta, 'status') == 'pending' then
+local mine = redis.call('GET', lease) == ARGV[2] or redis.call('HGET', meta, 'token') == ARGV[2]
+if mine and redis.call('HGET', meta, 'status') == 'pending' then
   redis.call('DEL', meta, data, lease)
 end
 if redis.call('EXISTS', meta) == 1 then return {'kept'} end

@@ -10,8 +10,10 @@
 -- Helpers (each redis.call costs about a microsecond, so they make few):
 -- load()   reads the fields the scripts need in one HMGET, and the lease
 --          token; it first ends a live job whose lease lapsed (a sealed one
---          completes, any other fails with code "worker_lost")
--- hold()   renews the lease and the data list with one TTL, so they expire together
+--          completes, any other fails with code "worker_lost"), but for a
+--          durable export, which waits for its next attempt
+-- hold()   renews the lease and the data list with one TTL, so they expire
+--          together (a durable export's data list keeps its retention)
 -- finish() ends a job, then announces it (see its comment)
 -- reply()  returns {code, field, value, ...} of the job hash
 --
@@ -26,9 +28,15 @@ local function now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function fmt(n) return string.format('%d', n) end
-local function hold(ttl)
+local function hold(j, ttl)
   redis.call('PEXPIRE', lease, ttl)
-  redis.call('PEXPIRE', data, ttl)
+  -- A durable export's data outlives a lapsed lease (another attempt
+  -- resumes from it); it is kept for the job's retention instead.
+  if j.kind == '' then
+    redis.call('PEXPIRE', data, ttl)
+  else
+    redis.call('PEXPIRE', data, j.retention)
+  end
 end
 local function reply(code)
   local r = redis.call('HGETALL', meta)
@@ -85,19 +93,21 @@ local function finish(j, st, f, t)
 end
 local function load()
   local f = redis.call('HMGET', meta, 'status', 'retention', 'id', 'owner', 'bytes', 'checksum', 'error', 'chunks',
-    'seal', 'sealcount')
+    'seal', 'sealcount', 'kind')
   if not f[1] then return nil end
   local j = {status = f[1], retention = f[2], id = f[3], owner = f[4], bytes = f[5], checksum = f[6], error = f[7],
-    chunks = tonumber(f[8]) or 0}
+    chunks = tonumber(f[8]) or 0, kind = f[11] or ''}
   j.token = redis.call('GET', lease)
   if live(j.status) and not j.token then
     -- A sealed job (all its chunks stored and acknowledged by replicas,
-    -- with its checksum: see MinReplicas) completes; any other fails.
+    -- with its checksum: see MinReplicas) completes; any other fails, but
+    -- a durable export (kind), which stays live between attempts: the
+    -- queue resumes it (see queue_*.lua).
     if f[9] and j.chunks == tonumber(f[10]) and redis.call('LLEN', data) >= 1 + j.chunks then
       redis.call('LTRIM', data, 0, j.chunks) -- the header and the chunks
       redis.call('LPOP', data)
       finish(j, 'completed', {'checksum', f[9]}, fmt(now()))
-    else
+    elseif j.kind == '' then
       finish(j, 'failed', {'error', 'worker lost', 'code', 'worker_lost'}, fmt(now()))
     end
   end

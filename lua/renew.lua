@@ -22,9 +22,14 @@ end
 -- First a write that cannot grow memory: Redis then lets the rest through
 -- above maxmemory (see finish in common.lua), and a live job keeps its lease.
 redis.call('PEXPIRE', lease, ARGV[3])
-local f = redis.call('HMGET', meta, 'retention', 'seal')
--- A sealed job's data is kept for its retention already (see MinReplicas).
-if not f[2] then redis.call('PEXPIRE', data, ARGV[3]) end
+local f = redis.call('HMGET', meta, 'retention', 'seal', 'kind')
+-- A sealed job's data is kept for its retention already (see MinReplicas);
+-- a durable export's data is kept for its retention, past a lapse.
+if f[3] then
+  redis.call('PEXPIRE', data, f[1])
+elseif not f[2] then
+  redis.call('PEXPIRE', data, ARGV[3])
+end
 local t = redis.call('TIME')
 redis.call('HSET', meta, 'updated', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
 redis.call('PEXPIRE', meta, f[1])

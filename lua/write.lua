@@ -17,6 +17,8 @@
 -- ARGV[11] -> "seal" (with ARGV[8] "") to record ARGV[9] and ARGV[10] as what
 --             completes the job once its lease lapses (see MinReplicas), else "0"
 -- ARGV[12] -> error code (failed): Job.ErrorCode
+-- ARGV[13] -> the SHA-256 state after this write's chunks (durable exports,
+--             for a resume), or ""
 --
 -- Returns:
 -- {"ok"}
@@ -79,6 +81,9 @@ if n > 0 then
   else
     c = c + n -- exactly this write's chunks follow the stored ones: keep them
     table.insert(set, 'chunks'); table.insert(set, c)
+    if ARGV[13] ~= '' then
+      table.insert(set, 'sha'); table.insert(set, ARGV[13])
+    end
   end
 elseif extra > 0 then
   trim()
@@ -97,7 +102,7 @@ if final == 'completed' then
   finish(j, 'completed', {'checksum', ARGV[9]}, t)
   return {'ok'}
 end
-hold(ARGV[3])
+hold(j, ARGV[3])
 if ARGV[11] == 'seal' then
   -- Every chunk is stored: record what completes the job, so that any
   -- server with these writes can complete it, and keep the data for the

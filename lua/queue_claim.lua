@@ -1,0 +1,52 @@
+-- queue_claim.lua takes the next ready durable export of one of some kinds,
+-- from the owner whose turn it is, unless that owner runs MaxPerUser
+-- attempts already, and tracks its attempt (active, running, info). The
+-- claimer then begins the attempt on the job (begin.lua), or, if the job
+-- is gone or held, undoes the claim (queue_settle.lua).
+--
+-- KEYS, ARGV[1..2] -> see queue.lua
+-- KEYS[4..] -> <prefix>{q<n>}:ready:<kind> of each kind, in ARGV's order
+-- ARGV[3] -> MaxPerUser (0: no cap)
+-- ARGV[4] -> when to check the attempt's lease first, ms from now (its TTL)
+-- ARGV[5] -> how long an owner at MaxPerUser waits for its next turn, ms
+-- ARGV[6..] -> the kinds
+--
+-- Returns:
+-- {"ok", id, owner hash, kind}
+-- {"none", ms}  nothing ready; the next is ready in ms ("" if none is queued)
+local cap, check, park = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = now()
+for _ = 1, 16 do
+  local best, owner, kind, score
+  for i = 4, #KEYS do
+    local z = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    if z[1] and (not score or tonumber(z[2]) < score) then
+      best, owner, kind, score = KEYS[i], z[1], ARGV[i + 2], tonumber(z[2])
+    end
+  end
+  if not owner then return {'none', ''} end
+  if score > t then return {'none', tostring(score - t)} end
+  local q = queued(kind, owner)
+  local z = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  if not z[1] then
+    redis.call('ZREM', best, owner)
+  elseif tonumber(z[2]) > t then
+    redis.call('ZADD', best, z[2], owner) -- its next export is not ready yet
+  elseif cap > 0 and tonumber(redis.call('HGET', running, owner) or '0') >= cap then
+    redis.call('ZADD', best, t + park, owner)
+  else
+    local id = z[1]
+    redis.call('ZREM', q, id)
+    if redis.call('ZCARD', q) == 0 then
+      redis.call('ZREM', best, owner)
+    else
+      redis.call('ZADD', best, t, owner) -- to the back of the line
+    end
+    redis.call('HINCRBY', running, owner, 1)
+    redis.call('ZADD', active, t + check, id)
+    redis.call('HSET', info, id, owner .. ' ' .. kind)
+    keep(running); keep(active); keep(info)
+    return {'ok', id, owner, kind}
+  end
+end
+return {'none', '0'}

@@ -1,0 +1,19 @@
+-- queue_push.lua queues a durable export (Enqueue), or queues it again
+-- (a retry, a hand-back, a lapsed attempt), and announces it to claimers.
+--
+-- KEYS, ARGV[1..2] -> see queue.lua
+-- ARGV[3] -> id
+-- ARGV[4] -> owner hash
+-- ARGV[5] -> kind
+-- ARGV[6] -> delay before it is ready, ms
+-- ARGV[7] -> "forget" to stop tracking its attempt first, else ""
+-- ARGV[8] -> the events channel, or "" to announce nothing
+--
+-- Returns:
+-- {"ok"}
+if ARGV[7] == 'forget' then forget(ARGV[3]) end
+push(ARGV[3], ARGV[4], ARGV[5], now() + tonumber(ARGV[6]))
+if ARGV[8] ~= '' and tonumber(ARGV[6]) == 0 then
+  redis.call('PUBLISH', ARGV[8], ARGV[3] .. ' pending ' .. ARGV[5])
+end
+return {'ok'}

@@ -1,0 +1,17 @@
+-- queue_settle.lua tells a shard what became of an attempt it tracks.
+--
+-- KEYS, ARGV[1..2] -> see queue.lua
+-- ARGV[3] -> id
+-- ARGV[4] -> "forget": the attempt ended, or never began (the job is gone
+--            or ended): stop tracking it;
+--            "check": its lease is held, for ARGV[5] ms more: check it then
+-- ARGV[5] -> ms (with "check")
+--
+-- Returns:
+-- {"ok"}
+if ARGV[4] == 'forget' then
+  forget(ARGV[3])
+elseif redis.call('HEXISTS', info, ARGV[3]) == 1 then
+  redis.call('ZADD', active, now() + tonumber(ARGV[5]), ARGV[3])
+end
+return {'ok'}
