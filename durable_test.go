@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -420,4 +421,129 @@ func (s *lapsingStore) Claim(ctx context.Context, kinds []string, maxPerUser int
 		return nil, nil
 	}
 	return s.RedisStore.Claim(ctx, kinds, maxPerUser, lease)
+}
+
+// TestDurableFairness: one user's 500 queued exports do not starve
+// another's one: with MaxRunning 2, the second user's export is among the
+// first claimed after it is enqueued (owners take turns in a shard, and
+// claims rotate over the shards).
+func TestDurableFairness(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		var mu sync.Mutex
+		var order []string
+		gate := make(chan struct{})
+		src := func(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+			mu.Lock()
+			order = append(order, job.Owner)
+			mu.Unlock()
+			<-gate // the first claims wait until everything is queued
+			return bytes.NewReader([]byte("x")), nil
+		}
+		x := e.exporter(t, Config{ChunkSize: testChunk, MaxRunning: 2, Sources: map[string]Source{"rows": src}})
+		ctx := testCtx(t)
+		for range 500 {
+			_, err := x.Enqueue(ctx, alice, "rows", nil)
+			require.NoError(t, err)
+		}
+		last, err := x.Enqueue(ctx, bob, "rows", nil)
+		require.NoError(t, err)
+		close(gate)
+		waitFor(t, x, bob, last.ID, StatusCompleted)
+		mu.Lock()
+		defer mu.Unlock()
+		at := slices.Index(order, bob.ID)
+		t.Logf("bob's export was claimed %d-th, after %d of alice's", at+1, at)
+		require.GreaterOrEqual(t, at, 0)
+		require.Less(t, at, 2+queueShards, "bob waited behind alice's queue")
+	})
+}
+
+// TestDurableMaxPerUser: MaxPerUser caps a user's running durable exports
+// on all instances together, as the Sources count them, while another
+// user's run beside them; it never refuses Enqueue.
+func TestDurableMaxPerUser(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		var mu sync.Mutex
+		running, most := map[string]int{}, map[string]int{}
+		src := func(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+			mu.Lock()
+			running[job.Owner]++
+			most[job.Owner] = max(most[job.Owner], running[job.Owner])
+			mu.Unlock()
+			return &doneReader{r: bytes.NewReader(make([]byte, 3*testChunk)), done: func() {
+				mu.Lock()
+				running[job.Owner]--
+				mu.Unlock()
+			}, pace: 20 * time.Millisecond}, nil
+		}
+		cfg := Config{ChunkSize: testChunk, MaxRunning: 8, MaxPerUser: 2, Sources: map[string]Source{"rows": src}}
+		xs := []*Exporter{e.exporter(t, cfg), e.secondExporter(t, cfg), e.secondExporter(t, cfg)}
+		ctx := testCtx(t)
+		var ids []string
+		for i := range 12 {
+			job, err := xs[i%3].Enqueue(ctx, alice, "rows", nil)
+			require.NoError(t, err, "MaxPerUser never refuses Enqueue")
+			ids = append(ids, job.ID)
+		}
+		other, err := xs[0].Enqueue(ctx, bob, "rows", nil)
+		require.NoError(t, err)
+		for _, id := range ids {
+			waitFor(t, xs[0], alice, id, StatusCompleted)
+		}
+		waitFor(t, xs[0], bob, other.ID, StatusCompleted)
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("most running at once: %v", most)
+		require.Equal(t, 2, most[alice.ID], "alice ran more than MaxPerUser at once, or never reached it")
+		e.requireTTLs(t)
+	})
+}
+
+// doneReader reads r a chunk per pace and calls done once, at EOF or
+// Close.
+type doneReader struct {
+	r    io.Reader
+	done func()
+	once sync.Once
+	pace time.Duration
+}
+
+func (d *doneReader) Read(p []byte) (int, error) {
+	time.Sleep(d.pace) // the pace of the source under test
+	n, err := d.r.Read(p[:min(len(p), testChunk)])
+	if err != nil {
+		d.once.Do(d.done)
+	}
+	return n, err
+}
+
+func (d *doneReader) Close() error {
+	d.once.Do(d.done)
+	return nil
+}
+
+// TestDurableCancelBetweenAttempts: an export cancelled while it waits
+// for its retry is never resumed.
+func TestDurableCancelBetweenAttempts(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	calls := &sourceCalls{}
+	src := func(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+		calls.record(job.ID, offset)
+		return nil, errors.New("flaky")
+	}
+	x := e.exporter(t, Config{ChunkSize: testChunk, Sources: map[string]Source{"rows": src}})
+	ctx := testCtx(t)
+	job, err := x.Enqueue(ctx, alice, "rows", nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(calls.of(job.ID)) == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { // its attempt was released: it waits for the retry
+		j, err := x.GetExportStatus(ctx, alice, job.ID)
+		return err == nil && j.Status == StatusRunning && x.sched.left() == 0
+	}, 10*time.Second, time.Millisecond)
+	got, err := x.CancelExport(ctx, alice, job.ID)
+	require.NoError(t, err)
+	require.Equal(t, StatusCancelled, got.Status)
+	time.Sleep(2 * retryFirst) // past the retry's backoff: it must not run
+	require.Len(t, calls.of(job.ID), 1)
+	e.requireTTLs(t)
 }

@@ -16,6 +16,9 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv(workerEnv); addr != "" {
 		os.Exit(workerMain(addr))
 	}
+	if addr := os.Getenv(durableWorkerEnv); addr != "" {
+		os.Exit(durableWorkerMain(addr))
+	}
 	code := m.Run()
 	stopSharedServers()
 	if code == 0 {

@@ -1,0 +1,157 @@
+package exporter
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// durableWorkerEnv makes the test binary a worker process of durable
+// exports: it enqueues durableKilled exports of kind "rows" and runs them
+// with a slow source, prints their ids once each has stored a few chunks,
+// and waits to be killed. Its value is the Redis address, or "cluster:"
+// and the Cluster's addresses separated by commas.
+const durableWorkerEnv = "EXPORTER_TEST_DURABLE_WORKER"
+
+// durableKilled is how many exports the killed worker runs; each is
+// durableKilledSize bytes, read a chunk every 10 ms.
+const (
+	durableKilled     = 3
+	durableKilledSize = 60 * testChunk
+	durableLease      = 500 * time.Millisecond
+)
+
+// dialWorker connects to the servers named by a worker's environment.
+func dialWorker(addr string) redis.UniversalClient {
+	if addrs, ok := strings.CutPrefix(addr, "cluster:"); ok {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), ContextTimeoutEnabled: true})
+	}
+	return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+}
+
+// slowPattern is a Source of pattern bytes, a chunk every 10 ms.
+func slowPattern(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+	var seed byte
+	var size int64
+	if _, err := fmt.Sscanf(string(job.Args), "%d %d", &seed, &size); err != nil {
+		return nil, fmt.Errorf("%w: args %q", ErrPermanent, job.Args)
+	}
+	return &pacedReader{r: &patternReader{seed: seed, off: offset, size: size}, ctx: ctx}, nil
+}
+
+type pacedReader struct {
+	r   io.Reader
+	ctx context.Context
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	select {
+	case <-time.After(10 * time.Millisecond):
+	case <-p.ctx.Done():
+		return 0, context.Cause(p.ctx)
+	}
+	return p.r.Read(b[:min(len(b), testChunk)])
+}
+
+func durableWorkerMain(addr string) int {
+	client := dialWorker(addr)
+	x, err := New(NewRedisStore(client).WithPrefix(os.Getenv("EXPORTER_TEST_PREFIX")),
+		Config{ChunkSize: testChunk, LeaseTTL: durableLease, Sources: map[string]Source{"rows": slowPattern}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	var ids []string
+	for i := range durableKilled {
+		job, err := x.Enqueue(ctx, alice, "rows", durableArgs(byte(i+1), durableKilledSize))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		ids = append(ids, job.ID)
+	}
+	for _, id := range ids {
+		for {
+			job, err := x.GetExportStatus(ctx, alice, id)
+			if err == nil && job.Bytes >= 3*testChunk {
+				break
+			}
+			time.Sleep(5 * time.Millisecond) // a poll of the worker's own progress
+		}
+	}
+	fmt.Println(strings.Join(ids, " "))
+	select {} // until SIGKILL
+}
+
+// TestDurableWorkerKilled SIGKILLs a process in the middle of three
+// durable exports. Another instance resumes each within LeaseTTL and a
+// second of the kill, without anyone reading them; its Source is called
+// with the offset that was stored (Job.Bytes); every export completes in
+// its second attempt with the bytes and checksum of an uninterrupted run.
+// On a standalone server and on the Cluster.
+func TestDurableWorkerKilled(t *testing.T) {
+	for _, name := range []string{"redis", "cluster"} {
+		t.Run(name, func(t *testing.T) {
+			srv, cl := sharedServers(t)
+			e := newEnv(t, name)
+			addr := srv.Addr
+			if name == "cluster" {
+				addr = "cluster:" + strings.Join(cl.Addrs, ",")
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), durableWorkerEnv+"="+addr, "EXPORTER_TEST_PREFIX="+e.prefix)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			line, err := bufio.NewReader(out).ReadString('\n')
+			require.NoError(t, err)
+			ids := strings.Fields(line)
+			require.Len(t, ids, durableKilled)
+
+			require.NoError(t, cmd.Process.Kill())
+			killed := time.Now()
+			cmd.Wait()
+
+			var mu sync.Mutex
+			resumed := map[string]time.Duration{}
+			offsets := map[string]int64{}
+			src := func(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+				mu.Lock()
+				resumed[job.ID] = time.Since(killed)
+				offsets[job.ID] = offset
+				mu.Unlock()
+				if offset != job.Bytes {
+					return nil, fmt.Errorf("%w: offset %d, Job.Bytes %d", ErrPermanent, offset, job.Bytes)
+				}
+				seed, size := parseDurableArgs(t, job.Args)
+				return &patternReader{seed: seed, off: offset, size: size}, nil
+			}
+			b := e.exporter(t, Config{ChunkSize: testChunk, LeaseTTL: durableLease, Sources: map[string]Source{"rows": src}})
+			for i, id := range ids {
+				got := requireDurableDone(t, b, alice, &Job{ID: id}, byte(i+1), durableKilledSize)
+				require.Equal(t, 2, got.Attempt)
+				mu.Lock()
+				took, off := resumed[id], offsets[id]
+				mu.Unlock()
+				t.Logf("export %d resumed %v after the kill, at offset %d", i, took, off)
+				require.LessOrEqual(t, took, durableLease+time.Second)
+				require.GreaterOrEqual(t, off, int64(3*testChunk))
+				require.Less(t, off, int64(durableKilledSize))
+			}
+			e.requireTTLs(t)
+		})
+	}
+}
