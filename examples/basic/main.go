@@ -1,6 +1,7 @@
 // Command basic shows the exporter end to end: an export of generated CSV
-// rows with progress, its download checked against its checksum, and an
-// endless export cancelled from a second instance.
+// rows with progress, its download checked against its checksum, an
+// endless export cancelled from a second instance, and a durable export
+// that one instance hands back when it shuts down and another resumes.
 //
 // With REDIS_URL set (for example redis://localhost:6379/0) it uses that
 // Redis, under the key prefix "exporter-example:"; without it, it starts
@@ -61,7 +62,8 @@ func run(ctx context.Context) error {
 	}
 	user := exporter.User{ID: "alice", Permissions: []string{exporter.DefaultPermission}}
 
-	runErr := errors.Join(exportRows(ctx, a, user), cancelElsewhere(ctx, a, b, user))
+	runErr := errors.Join(exportRows(ctx, a, user), cancelElsewhere(ctx, a, b, user),
+		resumeElsewhere(ctx, newClient, prefix, user))
 
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
