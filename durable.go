@@ -179,20 +179,32 @@ func (e *Exporter) claim() {
 		case <-t.C:
 		}
 		failed := false
-		for e.base.Err() == nil && e.sched.reserveSlot() {
-			lease := Lease{Token: newToken(), TTL: e.cfg.LeaseTTL}
-			ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
-			c, err := e.queue.Claim(ctx, kinds, e.cfg.MaxPerUser, lease)
-			cancel()
-			if err != nil || c == nil {
-				e.sched.unreserveSlot()
-				if err != nil && e.base.Err() == nil {
-					e.log.Warn("claiming a durable export failed", "err", err, "retry", backoff)
-					failed = true
-				}
+		for e.base.Err() == nil {
+			// As many as there are free run slots, in one Claim.
+			n := e.sched.reserveSlots()
+			if n == 0 {
 				break
 			}
-			e.startAttempt(c, lease)
+			leases := make([]Lease, n)
+			for i := range leases {
+				leases[i] = Lease{Token: newToken(), TTL: e.cfg.LeaseTTL}
+			}
+			ctx, cancel := context.WithTimeout(e.base, e.cfg.LeaseTTL)
+			claims, err := e.queue.Claim(ctx, kinds, e.cfg.MaxPerUser, leases)
+			cancel()
+			for _, c := range claims {
+				e.startAttempt(c)
+			}
+			for range n - len(claims) {
+				e.sched.unreserveSlot()
+			}
+			if err != nil && e.base.Err() == nil {
+				e.log.Warn("claiming durable exports failed", "err", err, "retry", backoff)
+				failed = true
+			}
+			if err != nil || len(claims) < n {
+				break
+			}
 		}
 		if failed {
 			t.Reset(backoff)
@@ -206,8 +218,8 @@ func (e *Exporter) claim() {
 
 // startAttempt runs the attempt that c began, in the run slot the
 // claimer reserved.
-func (e *Exporter) startAttempt(c *Claim, lease Lease) {
-	job := c.Job
+func (e *Exporter) startAttempt(c *Claim) {
+	job, lease := c.Job, c.Lease
 	rn := &run{
 		job:     job,
 		log:     e.log.With("job", job.ID, "owner", job.Owner, "kind", job.Kind, "attempt", job.Attempt),

@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,11 +27,16 @@ import (
 const durableWorkerEnv = "EXPORTER_TEST_DURABLE_WORKER"
 
 // durableKilled is how many exports the killed worker runs; each is
-// durableKilledSize bytes, read a chunk every 10 ms.
+// durableKilledSize bytes, read a chunk every 10 ms. A worker runs 4 at
+// once, so that the rolling restart's exports spread over the workers.
 const (
 	durableKilled     = 3
 	durableKilledSize = 60 * testChunk
 	durableLease      = 500 * time.Millisecond
+	// durableRollingSize is the size of the rolling restart's exports:
+	// at a chunk every 10 ms, each takes 3 s or more, longer than the
+	// restarts.
+	durableRollingSize = 300 * testChunk
 )
 
 // dialWorker connects to the servers named by a worker's environment.
@@ -69,7 +74,7 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 func durableWorkerMain(addr string) int {
 	client := dialWorker(addr)
 	x, err := New(NewRedisStore(client).WithPrefix(os.Getenv("EXPORTER_TEST_PREFIX")),
-		Config{ChunkSize: testChunk, LeaseTTL: durableLease, Sources: map[string]Source{"rows": slowPattern}})
+		Config{ChunkSize: testChunk, LeaseTTL: durableLease, MaxRunning: 4, Sources: map[string]Source{"rows": slowPattern}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -108,7 +113,7 @@ func durableServe(ctx context.Context, x *Exporter, n int) int {
 	signal.Notify(term, syscall.SIGTERM)
 	var ids []string
 	for i := range n {
-		job, err := x.Enqueue(ctx, alice, "rows", durableArgs(byte(i+1), durableKilledSize))
+		job, err := x.Enqueue(ctx, alice, "rows", durableArgs(byte(i+1), durableRollingSize))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -174,7 +179,7 @@ func TestDurableRollingRestart(t *testing.T) {
 	}
 	handedBack := 0
 	for i, id := range ids {
-		got := requireDurableDone(t, x, alice, &Job{ID: id}, byte(i+1), durableKilledSize)
+		got := requireDurableDone(t, x, alice, &Job{ID: id}, byte(i+1), durableRollingSize)
 		handedBack += got.Attempt - 1
 	}
 	t.Logf("%d exports completed across 3 restarts; %d attempts were handed back", exports, handedBack)

@@ -416,11 +416,11 @@ func (s *lapsingStore) Renew(ctx context.Context, retention time.Duration, held 
 	return errs
 }
 
-func (s *lapsingStore) Claim(ctx context.Context, kinds []string, maxPerUser int, lease Lease) (*Claim, error) {
+func (s *lapsingStore) Claim(ctx context.Context, kinds []string, maxPerUser int, leases []Lease) ([]*Claim, error) {
 	if s.fail.Load() {
 		return nil, nil
 	}
-	return s.RedisStore.Claim(ctx, kinds, maxPerUser, lease)
+	return s.RedisStore.Claim(ctx, kinds, maxPerUser, leases)
 }
 
 // TestDurableFairness: one user's 500 queued exports do not starve

@@ -24,14 +24,16 @@ type Queue interface {
 	// export gets in all. The store sets the times, as Create does.
 	Enqueue(ctx context.Context, job *Job, token string, maxAttempts int, retention time.Duration) (*Job, error)
 
-	// Claim takes a ready durable export of one of kinds, from the owner
-	// whose turn it is (owners with work take turns), unless that owner
-	// already runs maxPerUser attempts on all instances together (0: no
-	// cap), and begins its next attempt under lease. It returns nil and a
-	// nil error when none is ready. An export whose every allowed attempt
-	// began is failed instead (with its last attempt's error, or as worker
-	// lost) and not returned.
-	Claim(ctx context.Context, kinds []string, maxPerUser int, lease Lease) (*Claim, error)
+	// Claim takes up to len(leases) ready durable exports of kinds, each
+	// from the owner whose turn it is (owners with work take turns),
+	// unless that owner already runs maxPerUser attempts on all instances
+	// together (0: no cap), and begins their next attempts, each
+	// with the lease it runs under (Claim.Lease), one of leases. It returns
+	// none and a nil error when none
+	// is ready. An export whose every allowed attempt began is failed
+	// instead (with its last attempt's error, or as worker lost) and not
+	// returned.
+	Claim(ctx context.Context, kinds []string, maxPerUser int, leases []Lease) ([]*Claim, error)
 
 	// Release ends the attempt of job that holds lease without ending the
 	// export, and queues the export again after delay. retry is the
@@ -55,7 +57,8 @@ type Queue interface {
 
 // Claim is a durable export that Queue.Claim began an attempt of.
 type Claim struct {
-	Job *Job // running, with Attempt counting this attempt
+	Job   *Job  // running, with Attempt counting this attempt
+	Lease Lease // the lease the attempt runs under
 	// Chunks is how many chunks are stored; Job.Bytes is their size.
 	Chunks int64
 	// Hash is the SHA-256 state (encoding.BinaryMarshaler) of the stored

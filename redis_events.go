@@ -33,10 +33,13 @@ func (s *RedisStore) Subscribe(ctx context.Context) (Subscription, error) {
 		ps.Close()
 		return nil, err
 	}
-	return &redisSubscription{ps: ps}, nil
+	return &redisSubscription{ps: ps, idle: s.idle}, nil
 }
 
-type redisSubscription struct{ ps *redis.PubSub }
+type redisSubscription struct {
+	ps   *redis.PubSub
+	idle *idleShards // told of the shards where exports were queued
+}
 
 func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) (Event, error) {
 	// Close the subscription if ctx ends while we wait, so that a caller
@@ -72,6 +75,15 @@ func (r *redisSubscription) Receive(ctx context.Context, timeout time.Duration) 
 		}
 		if m, ok := msg.(*redis.Message); ok {
 			if ev, ok := parseEvent(m.Payload); ok {
+				if ev.Kind != "" {
+					// "<kind> <shard>": the shard may be claimed from again.
+					kind, n, _ := strings.Cut(ev.Kind, " ")
+					shard, err := strconv.Atoi(n)
+					if err == nil && r.idle != nil {
+						r.idle.ready(shard)
+					}
+					ev.Kind = kind
+				}
 				return ev, nil
 			}
 		}

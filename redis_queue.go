@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +37,9 @@ import (
 // an idle claimer's probe of every shard costs little.
 const queueShards = 16
 
-// enqueueGrace is how long an enqueued id waits before it may be claimed
-// unless Enqueue marks it ready: Enqueue does, as soon as the job is
-// recorded; the grace covers the job's own write.
+// enqueueGrace is how long after it was queued a claim that finds no job
+// for an id queues it again rather than drop it: the job's creation, sent
+// with the push, may reach its Cluster node after it.
 const enqueueGrace = 5 * time.Second
 
 // queueMinTTL is the least TTL of a shard's keys; every write extends them
@@ -75,10 +76,10 @@ func (s *RedisStore) runShard(ctx context.Context, script *redis.Script, n int, 
 	return script.Run(ctx, s.client, keys, argv...).Slice()
 }
 
-// push queues id, ready after delay; with forget it also stops tracking
-// its attempt. A push ready at once is announced to claimers.
-func (s *RedisStore) push(ctx context.Context, owner, kind, id string, delay time.Duration, forget bool, retention time.Duration) error {
-	h := ownerHash(owner)
+// push queues id of owner (by its hash), ready after delay; with forget
+// it also stops tracking its attempt. A push ready at once is announced to
+// claimers.
+func (s *RedisStore) push(ctx context.Context, h, kind, id string, delay time.Duration, forget bool, retention time.Duration) error {
 	f, events := "", ""
 	if forget {
 		f = "forget"
@@ -86,7 +87,11 @@ func (s *RedisStore) push(ctx context.Context, owner, kind, id string, delay tim
 	if delay <= 0 {
 		delay, events = 0, s.eventsChannel()
 	}
-	_, err := s.runShard(ctx, scriptQueuePush, shardOf(h), 2*retention, nil, id, h, kind, delay.Milliseconds(), f, events)
+	n := shardOf(h)
+	_, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, id, h, kind, delay.Milliseconds(), f, events, n)
+	if err == nil && delay == 0 {
+		s.idle.ready(n)
+	}
 	return err
 }
 
@@ -102,12 +107,17 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 	tag, shardKeys := s.shard(n)
 	index := s.ownerKey(job.Owner)
 	var old *redis.Cmd
-	// The id is queued (ready after the grace) in the same round trip as
-	// the job's creation and its owner's index, before them.
+	// The id is queued, ready at once, in the same round trip as the job's
+	// creation and its owner's index. On one server the creation comes
+	// first; on a Cluster they go to different nodes, and a claim may come
+	// before the creation: it queues a young id whose job is missing again
+	// (see begin).
+	var push *redis.Cmd
 	res, err := s.pipelined(ctx, scriptEnqueue, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
-		pipe.Eval(ctx, luaQueuePush, shardKeys, tag, max(2*retention, queueMinTTL).Milliseconds(),
-			job.ID, h, job.Kind, enqueueGrace.Milliseconds(), "", "")
 		old = s.indexJob(ctx, pipe, index, job.ID, retention)
+	}, func(pipe redis.Pipeliner) {
+		push = pipe.Eval(ctx, luaQueuePush, shardKeys, tag, max(2*retention, queueMinTTL).Milliseconds(),
+			job.ID, h, job.Kind, 0, "", s.eventsChannel(), n)
 	})
 	if err == nil {
 		s.prune(ctx, index, old)
@@ -122,8 +132,14 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 	if err != nil {
 		return nil, fmt.Errorf("%w: enqueue %s: time %v", ErrCorrupt, job.ID, res[1])
 	}
-	// Ready now. If this fails, the grace runs out instead: no error.
-	_ = s.push(ctx, job.Owner, job.Kind, job.ID, 0, false, retention)
+	if push.Err() == nil {
+		s.idle.ready(n)
+	} else {
+		// The job is recorded but not queued: queue it now.
+		if err := s.push(ctx, h, job.Kind, job.ID, 0, false, retention); err != nil {
+			return nil, err
+		}
+	}
 	j := job.clone()
 	j.CreatedAt = time.UnixMilli(ms).UTC()
 	j.UpdatedAt, j.ExpiresAt = j.CreatedAt, j.CreatedAt.Add(retention.Truncate(time.Millisecond))
@@ -134,84 +150,185 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 // claimers spread over them.
 var claimFrom atomic.Uint32
 
+// idleShards remembers, per set of kinds, until when each shard was found
+// with nothing ready, so that a Claim does not probe shards that are empty
+// (a busy service's exports are in a few shards). A shard is probed again
+// when an export is queued there (this store's push, or an event of
+// another instance's: see redisSubscription), or after a second.
+type idleShards struct {
+	mu    sync.Mutex
+	kinds map[string]*[queueShards]atomic.Int64
+}
+
+func (m *idleShards) of(kinds []string) *[queueShards]atomic.Int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := strings.Join(kinds, " ")
+	if m.kinds == nil {
+		m.kinds = map[string]*[queueShards]atomic.Int64{}
+	}
+	if m.kinds[key] == nil {
+		m.kinds[key] = new([queueShards]atomic.Int64)
+	}
+	return m.kinds[key]
+}
+
+// ready forgets that shard n was empty.
+func (m *idleShards) ready(n int) {
+	if n < 0 || n >= queueShards {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, idle := range m.kinds {
+		idle[n].Store(0)
+	}
+}
+
 // Claim implements Queue. It probes the shards, one script each, from a
-// rotating start, and begins the first export a shard hands it.
-func (s *RedisStore) Claim(ctx context.Context, kinds []string, maxPerUser int, lease Lease) (*Claim, error) {
+// rotating start (skipping those found empty lately), until it has taken
+// as many exports as it has leases, and begins them in one pipeline.
+func (s *RedisStore) Claim(ctx context.Context, kinds []string, maxPerUser int, leases []Lease) ([]*Claim, error) {
 	kinds = slices.Clone(kinds)
 	slices.Sort(kinds)
 	kinds = slices.Compact(kinds)
-	if len(kinds) == 0 {
+	if len(kinds) == 0 || len(leases) == 0 {
 		return nil, nil
 	}
 	start := int(claimFrom.Add(1))
-	for i := range queueShards {
+	idle := s.idle.of(kinds)
+	now := time.Now().UnixMilli()
+	var claims []*Claim
+	for i := 0; i < queueShards && len(claims) < len(leases); i++ {
 		n := (start + i) % queueShards
+		if idle[n].Load() > now {
+			continue // found empty lately, and no export was queued there since
+		}
 		tag, _ := s.shard(n)
 		ready := make([]string, len(kinds))
-		args := []any{maxPerUser, lease.TTL.Milliseconds(), time.Second.Milliseconds()}
-		for k, kind := range kinds {
-			ready[k] = tag + "ready:" + kind
-			args = append(args, kind)
-		}
 		// A claim whose job turned out gone is settled and the shard tried
 		// again: it may hold more.
-		for range 8 {
+		for range 4 {
+			want := len(leases) - len(claims)
+			args := []any{maxPerUser, leases[0].TTL.Milliseconds(), time.Second.Milliseconds(), want}
+			for k, kind := range kinds {
+				ready[k] = tag + "ready:" + kind
+				args = append(args, kind)
+			}
 			res, err := s.runShard(ctx, scriptQueueClaim, n, 0, ready, args...)
 			if err != nil {
-				return nil, err
+				return claims, err
 			}
-			if len(res) != 4 || res[0] != "ok" {
-				break // none ready here
+			if len(res) == 2 && res[0] == "none" {
+				// Nothing ready here: skip the shard until its next export is
+				// ready, for a second at most, or one is queued there.
+				wait := time.Second
+				if ms, err := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64); err == nil {
+					wait = min(time.Duration(ms)*time.Millisecond, wait)
+				}
+				idle[n].Store(time.Now().Add(wait).UnixMilli())
+				break
 			}
-			id, _ := res[1].(string)
-			c, err := s.begin(ctx, n, id, lease)
-			if c != nil || err != nil {
-				return c, err
+			var took []taken
+			for k := 1; k+3 < len(res); k += 4 {
+				var c taken
+				c.id, _ = res[k].(string)
+				c.owner, _ = res[k+1].(string)
+				c.kind, _ = res[k+2].(string)
+				ms, _ := strconv.ParseInt(fmt.Sprint(res[k+3]), 10, 64)
+				c.age = time.Duration(ms) * time.Millisecond
+				took = append(took, c)
+			}
+			got, err := s.begin(ctx, n, took, leases[len(claims):])
+			claims = append(claims, got...)
+			if err != nil || len(got) == len(took) || len(claims) == len(leases) {
+				if err != nil {
+					return claims, err
+				}
+				break
 			}
 		}
 	}
-	return nil, nil
+	return claims, nil
 }
 
-// begin begins the attempt of id that shard n's claim took, or settles
-// the claim if the job cannot be begun. It returns nil, nil when the job
-// is not there to begin.
-func (s *RedisStore) begin(ctx context.Context, n int, id string, lease Lease) (*Claim, error) {
-	settle := func(mode string, ms int64) error {
-		_, err := s.runShard(ctx, scriptQueueSettle, n, 0, nil, id, mode, ms)
-		return err
-	}
-	if !validID(id) {
-		return nil, settle("forget", 0)
-	}
-	res, err := scriptBegin.Run(ctx, s.client, s.keys(id), s.eventsChannel(), lease.Token, lease.TTL.Milliseconds()).Slice()
+// begin begins the attempts of ids that shard n's claim took, under
+// leases, in one pipeline, and settles the claims whose job cannot be
+// begun (gone, ended, held by another attempt). It returns the claims
+// begun, each with its lease.
+func (s *RedisStore) begin(ctx context.Context, n int, ids []taken, leases []Lease) ([]*Claim, error) {
+	tag, keys := s.shard(n)
+	var claims []*Claim
+	res, err := s.evalMany(ctx, scriptBegin, len(ids), func(i int) ([]string, []any) {
+		if !validID(ids[i].id) {
+			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0}
+		}
+		return s.keys(ids[i].id), []any{s.eventsChannel(), leases[i].Token, leases[i].TTL.Milliseconds()}
+	})
 	if err != nil {
 		return nil, err
 	}
-	code, _ := res[0].(string)
-	switch code {
-	case "ok":
-		h := replyHash(res[1:])
-		j, err := decodeJob(h)
-		if err != nil {
-			return nil, err
+	var settles [][]any
+	for i, cmd := range res {
+		var r []any
+		if cmd != nil {
+			r, _ = cmd.Slice()
 		}
-		c := &Claim{Job: j, Hash: []byte(h[fHash])}
-		if len(c.Hash) == 0 {
-			c.Hash = nil
+		code := ""
+		if len(r) > 0 {
+			code, _ = r[0].(string)
 		}
-		c.Chunks, _ = strconv.ParseInt(h["chunks"], 10, 64)
-		handed, _ := strconv.Atoi(h[fHanded])
-		most, _ := strconv.Atoi(h[fMaxAtt])
-		c.Left = max(most-(j.Attempt-handed), 0)
-		return c, nil
-	case "held":
-		ms, _ := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
-		return nil, settle("check", ms+50)
-	default: // gone, missing, exhausted
-		return nil, settle("forget", 0)
+		switch code {
+		case "ok":
+			h := replyHash(r[1:])
+			j, err := decodeJob(h)
+			if err != nil {
+				return claims, err
+			}
+			c := &Claim{Job: j, Hash: []byte(h[fHash])}
+			if len(c.Hash) == 0 {
+				c.Hash = nil
+			}
+			c.Chunks, _ = strconv.ParseInt(h["chunks"], 10, 64)
+			handed, _ := strconv.Atoi(h[fHanded])
+			most, _ := strconv.Atoi(h[fMaxAtt])
+			c.Left = max(most-(j.Attempt-handed), 0)
+			c.Lease = leases[i]
+			claims = append(claims, c)
+		case "held":
+			ms, _ := strconv.ParseInt(fmt.Sprint(r[1]), 10, 64)
+			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "check", ms + 50})
+		case "missing":
+			if ids[i].age < enqueueGrace {
+				// Its creation may not have reached its node yet (a Cluster):
+				// queue it again, a little later.
+				settles = append(settles, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), ids[i].id, ids[i].owner,
+					ids[i].kind, missingRetry.Milliseconds(), "forget", "", n})
+				break
+			}
+			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0})
+		case "":
+			// The begin failed (the connection): its lease lapses and the
+			// recoverer queues the export again.
+		default: // gone, exhausted
+			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0})
+		}
 	}
+	if len(settles) > 0 {
+		_, err = s.evalMany(ctx, scriptQueueSettle, len(settles), func(i int) ([]string, []any) { return keys, settles[i] })
+	}
+	return claims, err
 }
+
+// taken is an export a claim script took from its queue.
+type taken struct {
+	id, owner, kind string
+	age             time.Duration // since it was ready
+}
+
+// missingRetry is how much later a young export whose job a claim did not
+// find is queued again.
+const missingRetry = 200 * time.Millisecond
 
 // replyHash reads field, value pairs of a script's reply.
 func replyHash(res []any) map[string]string {
@@ -243,7 +360,7 @@ func (s *RedisStore) Release(ctx context.Context, job *Job, lease Lease, retry *
 	}
 	// Should this fail, the attempt's lease is gone and the recoverer
 	// queues the export once its check is due.
-	return s.push(ctx, job.Owner, job.Kind, job.ID, delay, true, job.ExpiresAt.Sub(job.UpdatedAt))
+	return s.push(ctx, ownerHash(job.Owner), job.Kind, job.ID, delay, true, job.ExpiresAt.Sub(job.UpdatedAt))
 }
 
 // Settle implements Queue.
@@ -309,7 +426,7 @@ func (s *RedisStore) Recover(ctx context.Context) (int, error) {
 			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), a.id, "check", ms + 50}
 		case "lapsed":
 			queued++
-			return keys, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), a.id, a.owner, a.kind, 0, "forget", s.eventsChannel()}
+			return keys, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), a.id, a.owner, a.kind, 0, "forget", s.eventsChannel(), a.shard}
 		case "gone", "missing":
 			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), a.id, "forget", 0}
 		}

@@ -38,7 +38,8 @@ import (
 type RedisStore struct {
 	client redis.UniversalClient
 	prefix string
-	err    error // from WithPrefix, reported by New
+	err    error       // from WithPrefix, reported by New
+	idle   *idleShards // queue shards found empty lately (redis_queue.go)
 }
 
 var (
@@ -54,7 +55,7 @@ const DefaultPrefix = "exporter:"
 // *redis.ClusterClient. For calls to return by their ctx deadline, create
 // the client with ContextTimeoutEnabled: true (see the package doc).
 func NewRedisStore(client redis.UniversalClient) *RedisStore {
-	return &RedisStore{client: client, prefix: DefaultPrefix}
+	return &RedisStore{client: client, prefix: DefaultPrefix, idle: &idleShards{}}
 }
 
 // WithPrefix returns a copy of s that uses prefix for its keys and
@@ -64,6 +65,7 @@ func NewRedisStore(client redis.UniversalClient) *RedisStore {
 func (s *RedisStore) WithPrefix(prefix string) *RedisStore {
 	c := *s
 	c.prefix = prefix
+	c.idle = &idleShards{} // another queue
 	if strings.ContainsAny(prefix, "{}") {
 		c.err = fmt.Errorf("%w: RedisStore prefix %q contains '{' or '}'", ErrInvalid, prefix)
 	}
@@ -135,7 +137,7 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	var old *redis.Cmd
 	res, err := s.pipelined(ctx, scriptCreate, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
 		old = s.indexJob(ctx, pipe, index, job.ID, retention)
-	})
+	}, nil)
 	if err == nil {
 		s.prune(ctx, index, old)
 	}
@@ -190,17 +192,20 @@ func lapsed(j *Job, exists int64) bool {
 	return (j.Status == StatusPending || j.Status == StatusRunning) && exists == 0 && j.Kind == ""
 }
 
-// pipelined runs script after the commands that before adds, in one
-// pipeline on one connection (per Cluster node), and returns the script's
-// reply. The script is run by hash; if the server does not have it (a new
-// or restarted server), it is loaded and the whole pipeline runs again, so
-// the commands before it must be safe to repeat (the scripts undo a
-// repeated RPUSHX).
-func (s *RedisStore) pipelined(ctx context.Context, script *redis.Script, keys []string, argv []any, before func(redis.Pipeliner)) ([]any, error) {
+// pipelined runs script after the commands that before adds and before
+// those that after adds (nil: none), in one pipeline on one connection
+// (per Cluster node), and returns the script's reply. The script is run by
+// hash; if the server does not have it (a new or restarted server), it is
+// loaded and the whole pipeline runs again, so the commands around it must
+// be safe to repeat.
+func (s *RedisStore) pipelined(ctx context.Context, script *redis.Script, keys []string, argv []any, before, after func(redis.Pipeliner)) ([]any, error) {
 	for attempt := 0; ; attempt++ {
 		pipe := s.client.Pipeline()
 		before(pipe)
 		cmd := pipe.EvalSha(ctx, script.Hash(), keys, argv...)
+		if after != nil {
+			after(pipe)
+		}
 		_, err := pipe.Exec(ctx)
 		if attempt == 0 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			if err := script.Load(ctx, s.client).Err(); err != nil {

@@ -13,7 +13,7 @@ import (
 // A start is admitted first (capacity is claimed before its job is
 // recorded), then held once its job is; a start that fails in between is
 // withdrawn. A durable export's attempt takes a run slot instead
-// (reserveSlot) before its claim, and is held in it (holdAttempt) or gives
+// (reserveSlots) before its claim, and is held in it (holdAttempt) or gives
 // it back (unreserveSlot); the queue, not this scheduler, caps its owner. A held run leaves by drop: its worker drops it when done, and
 // abort drops a pending one at once. Shutdown closes the scheduler (no
 // admissions), drains what it gives up on, and stops it (no goroutines).
@@ -103,19 +103,21 @@ func (s *scheduler) hold(rn *run) error {
 	return nil
 }
 
-// reserveSlot takes a free run slot for a durable export's claim, if one
-// is free and no run of this Exporter waits for one (they came first).
-func (s *scheduler) reserveSlot() bool {
+// reserveSlots takes the free run slots for durable exports' claims,
+// unless a run of this Exporter waits for one (they came first), and
+// returns how many it took.
+func (s *scheduler) reserveSlots() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || len(s.queue) > 0 || s.running >= s.maxRunning {
-		return false
+		return 0
 	}
-	s.running++
-	return true
+	n := s.maxRunning - s.running
+	s.running = s.maxRunning
+	return n
 }
 
-// unreserveSlot gives back a slot that reserveSlot took: to the oldest
+// unreserveSlot gives back a slot that reserveSlots took: to the oldest
 // pending run, if one came meanwhile.
 func (s *scheduler) unreserveSlot() {
 	s.mu.Lock()
@@ -132,7 +134,7 @@ func (s *scheduler) unreserveSlot() {
 	s.checkIdle()
 }
 
-// holdAttempt holds a durable export's attempt in the slot reserveSlot
+// holdAttempt holds a durable export's attempt in a slot reserveSlots
 // took, and starts its worker. Once Shutdown was called it returns
 // ErrClosed instead: the caller hands the attempt back and gives the slot
 // back.

@@ -37,6 +37,7 @@ func (b *bench) workloads() []*workload {
 		b.w3(),
 		b.w4(),
 		b.w5(),
+		b.w6(),
 		b.m1(),
 		b.m2(),
 		b.m3(),

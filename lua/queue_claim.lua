@@ -9,23 +9,29 @@
 -- ARGV[3] -> MaxPerUser (0: no cap)
 -- ARGV[4] -> when to check the attempt's lease first, ms from now (its TTL)
 -- ARGV[5] -> how long an owner at MaxPerUser waits for its next turn, ms
--- ARGV[6..] -> the kinds
+-- ARGV[6] -> how many exports to take at most
+-- ARGV[7..] -> the kinds
 --
 -- Returns:
--- {"ok", id, owner hash, kind}
+-- {"ok", id, owner hash, kind, queued ms ago, ...}  one to ARGV[6] exports, in the order of the turns
 -- {"none", ms}  nothing ready; the next is ready in ms ("" if none is queued)
-local cap, check, park = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cap, check, park, want = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local t = now()
-for _ = 1, 16 do
+local out = {'ok'}
+local function done(ms)
+  if #out > 1 then return out end
+  return {'none', ms}
+end
+for _ = 1, 16 + 2 * want do
   local best, owner, kind, score
   for i = 4, #KEYS do
     local z = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
     if z[1] and (not score or tonumber(z[2]) < score) then
-      best, owner, kind, score = KEYS[i], z[1], ARGV[i + 2], tonumber(z[2])
+      best, owner, kind, score = KEYS[i], z[1], ARGV[i + 3], tonumber(z[2])
     end
   end
-  if not owner then return {'none', ''} end
-  if score > t then return {'none', tostring(score - t)} end
+  if not owner then return done('') end
+  if score > t then return done(tostring(score - t)) end
   local q = queued(kind, owner)
   local z = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
   if not z[1] then
@@ -46,7 +52,9 @@ for _ = 1, 16 do
     redis.call('ZADD', active, t + check, id)
     redis.call('HSET', info, id, owner .. ' ' .. kind)
     keep(running); keep(active); keep(info)
-    return {'ok', id, owner, kind}
+    table.insert(out, id); table.insert(out, owner); table.insert(out, kind)
+    table.insert(out, tostring(t - tonumber(z[2])))
+    if (#out - 1) / 4 >= want then return out end
   end
 end
-return {'none', '0'}
+return done('0')

@@ -8,12 +8,13 @@
 -- ARGV[6] -> delay before it is ready, ms
 -- ARGV[7] -> "forget" to stop tracking its attempt first, else ""
 -- ARGV[8] -> the events channel, or "" to announce nothing
+-- ARGV[9] -> the shard's number, for the announcement
 --
 -- Returns:
 -- {"ok"}
 if ARGV[7] == 'forget' then forget(ARGV[3]) end
 push(ARGV[3], ARGV[4], ARGV[5], now() + tonumber(ARGV[6]))
 if ARGV[8] ~= '' and tonumber(ARGV[6]) == 0 then
-  redis.call('PUBLISH', ARGV[8], ARGV[3] .. ' pending ' .. ARGV[5])
+  redis.call('PUBLISH', ARGV[8], ARGV[3] .. ' pending ' .. ARGV[5] .. ' ' .. ARGV[9])
 end
 return {'ok'}
