@@ -38,6 +38,7 @@ func (b *bench) workloads() []*workload {
 		b.w4(),
 		b.w5(),
 		b.w6(),
+		b.w7(),
 		b.m1(),
 		b.m2(),
 		b.m3(),
