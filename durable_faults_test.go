@@ -1,0 +1,104 @@
+package exporter
+
+import (
+	"context"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/exporterkit/exporter/internal/redistest"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDurableRedisRestarted kills the Redis server (AOF, fsync always)
+// while ten durable exports run, and restarts it after longer than their
+// lease: the attempts that lost the store lapse or fail, the queue
+// resumes them from what the server kept, and every export completes with
+// the bytes and checksum of an uninterrupted run.
+func TestDurableRedisRestarted(t *testing.T) {
+	faultNoLeaks(t)
+	srv := redistest.StartT(t, redistest.Options{Args: []string{"--appendonly", "yes", "--appendfsync", "always"}})
+	const lease = 500 * time.Millisecond
+	var read atomic.Int64
+	src := func(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+		seed, size := parseDurableArgs(t, job.Args)
+		return &countingReader{r: &pacedReader{r: &patternReader{seed: seed, off: offset, size: size}, ctx: ctx}, n: &read}, nil
+	}
+	cfg := Config{ChunkSize: testChunk, LeaseTTL: lease, MaxRunning: 16, Sources: map[string]Source{"rows": src}}
+	x := faultExporter(t, NewRedisStore(faultClient(t, srv.Addr)).WithPrefix("dkill:"), cfg)
+	ctx := testCtx(t)
+	const n, size = 10, 100 * testChunk
+	var ids []string
+	for i := range n {
+		job, err := x.Enqueue(ctx, alice, "rows", durableArgs(byte(i+1), size))
+		require.NoError(t, err)
+		ids = append(ids, job.ID)
+	}
+	require.Eventually(t, func() bool { return read.Load() >= n*20*testChunk }, 30*time.Second, time.Millisecond)
+	require.NoError(t, srv.Kill())
+	time.Sleep(3 * lease) // every lease lapses meanwhile
+	require.NoError(t, srv.Restart())
+
+	attempts := 0
+	for i, id := range ids {
+		got := requireDurableDone(t, x, alice, &Job{ID: id}, byte(i+1), size)
+		attempts += got.Attempt
+	}
+	t.Logf("%d exports completed in %d attempts", n, attempts)
+	faultRequireTTLs(t, faultClient(t, srv.Addr), "dkill:")
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestDurableClaimLost: a claimer takes an export from its queue and is
+// gone before it begins the attempt (its process died, or its connection
+// was cut right after the claim script ran; the test plays that claimer
+// by running the claim script itself). The queue tracks an attempt that
+// never took the job's lease: the recoverer of another instance finds it
+// lapsed and queues the export again, which then runs once, to
+// completion, and the owner's count of running attempts returns to zero.
+func TestDurableClaimLost(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		const size = 7*testChunk + 3
+		job, err := e.store.Enqueue(ctx, &Job{ID: uuid.NewString(), Owner: alice.ID, Status: StatusPending, ChunkSize: testChunk,
+			Kind: "rows", Args: durableArgs(4, size)}, newToken(), 3, time.Hour)
+		require.NoError(t, err)
+		n := shardOf(ownerHash(alice.ID))
+		tag, keys := e.store.shard(n)
+		const lease = 300 * time.Millisecond
+		res, err := e.store.runShard(ctx, scriptQueueClaim, n, 0, []string{tag + "ready:rows"},
+			0, lease.Milliseconds(), 1000, 1, "rows")
+		require.NoError(t, err)
+		require.Equal(t, "ok", res[0])
+		require.Equal(t, job.ID, res[1])
+
+		calls := &sourceCalls{}
+		x := e.exporter(t, Config{ChunkSize: testChunk, LeaseTTL: lease, Sources: map[string]Source{"rows": seekingSource(t, calls, nil, 0)}})
+		if e.mr != nil {
+			// miniredis's clock stands still: let the tracked attempt's
+			// check come due.
+			e.elapse(lease)
+		}
+		got := requireDurableDone(t, x, alice, job, 4, size)
+		require.Equal(t, 1, got.Attempt, "the lost claim never began an attempt")
+		require.Equal(t, []int64{0}, calls.of(job.ID))
+		require.Eventually(t, func() bool {
+			n, err := e.client.HLen(ctx, keys[1]).Result()
+			return err == nil && n == 0
+		}, 10*time.Second, time.Millisecond, "the owner's count of running attempts leaked")
+		e.requireTTLs(t)
+	})
+}
