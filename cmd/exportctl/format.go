@@ -28,6 +28,9 @@ func writeJob(w io.Writer, job *exporter.Job, now time.Time) error {
 	line("id", "%s", job.ID)
 	line("owner", "%s", job.Owner)
 	line("status", "%s", job.Status)
+	if job.Kind != "" {
+		line("kind", "%s (durable), attempt %d", job.Kind, job.Attempt)
+	}
 	switch {
 	case job.Total > 0:
 		line("bytes", "%d of %d (%s of %s)", job.Bytes, job.Total, formatBytes(job.Bytes), formatBytes(job.Total))
@@ -40,6 +43,9 @@ func writeJob(w io.Writer, job *exporter.Job, now time.Time) error {
 	}
 	if job.Error != "" {
 		line("error", "%s", cleanReason(job.Error))
+		if job.ErrorCode != "" {
+			line("error code", "%s", job.ErrorCode)
+		}
 	}
 	line("created", "%s", formatTime(job.CreatedAt, now))
 	if !job.StartedAt.IsZero() {
@@ -65,6 +71,9 @@ func jobLine(job *exporter.Job, now time.Time) string {
 	}
 	if p := formatProgress(job); p != "-" {
 		fmt.Fprintf(&b, "  %s", p)
+	}
+	if job.Attempt > 1 {
+		fmt.Fprintf(&b, "  attempt %d", job.Attempt)
 	}
 	switch {
 	case job.Checksum != "":

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +158,22 @@ func TestMeterLine(t *testing.T) {
 	require.Equal(t, "\rexport 0b7c1e2f [========================] 100% 10.0 MiB of 10.0 MiB  4.0 MiB/s\x1b[K", m.line(8<<20, 2*time.Second))
 	m = &meter{label: "export 0b7c1e2f"}
 	require.Equal(t, "export 0b7c1e2f: 512 B, 256 B/s\n", m.line(512, 2*time.Second))
+}
+
+// TestDurableJobShown: status and watch show a durable export's kind and
+// attempt, and a failure's code.
+func TestDurableJobShown(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	job := &exporter.Job{ID: "9b2f0d8e-2c1a-4e55-9a3b-6e1d2c3b4a59", Owner: "alice", Status: exporter.StatusRunning,
+		Kind: "rows", Attempt: 2, CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	var b strings.Builder
+	require.NoError(t, writeJob(&b, job, now))
+	require.Contains(t, b.String(), "kind:      rows (durable), attempt 2")
+	require.Contains(t, jobLine(job, now), "attempt 2")
+	job.Status, job.Error, job.ErrorCode = exporter.StatusFailed, "source Read panicked: boom", exporter.CodeSource
+	b.Reset()
+	require.NoError(t, writeJob(&b, job, now))
+	require.Contains(t, b.String(), "error code:")
+	require.Contains(t, b.String(), "source")
 }
