@@ -142,11 +142,13 @@ func (s *soakSource) Close() error {
 // soakInstance is one Exporter of the soak: a service instance on a client
 // of its own. A restart replaces it with a new one on the same store.
 type soakInstance struct {
-	slot int
-	gen  int
-	x    *Exporter
-	cfg  Config
-	down atomic.Bool // its Shutdown was called (a restart)
+	slot   int
+	gen    int
+	x      *Exporter
+	cfg    Config
+	store  *RedisStore
+	down   atomic.Bool // its Shutdown was called (a restart)
+	killed atomic.Bool // it lost its Redis connection before its Shutdown (a kill)
 }
 
 // soakJob is one export the soak started, with what it needs to check it.
@@ -157,8 +159,12 @@ type soakJob struct {
 	kind      soakKind
 	seed      [32]byte
 	size      int64
-	src       *soakSource
+	src       *soakSource // nil for a durable export
+	durable   bool        // enqueued: any instance runs it, and it must complete
 	cancelled atomic.Bool // a CancelExport returned it cancelled
+	// maybeCancelled: a CancelExport went to an instance that was killed
+	// during the call; it may have been applied.
+	maybeCancelled atomic.Bool
 	final     *Job        // as WaitExport returned it; set by its producer
 }
 
@@ -177,7 +183,30 @@ type soakRun struct {
 	rejected []*soakSource // sources of starts refused with ErrClosed (a restart)
 
 	started, bytes, injected, restarts, cancels, cancelled, refused atomic.Int64
+	durable, kills, resumed                                         atomic.Int64
 	violations                                                      atomic.Int64
+	extraClients                                                    []redis.UniversalClient // of instances started by a kill
+}
+
+// soakDurableSource is the Source of the soak's durable exports: their
+// ChaCha8 stream (seed and size in the args) from offset on, sometimes
+// slowly, so that restarts and kills catch them running.
+func soakDurableSource(ctx context.Context, job *Job, offset int64) (io.Reader, error) {
+	var seedHex string
+	var size int64
+	var slow bool
+	if _, err := fmt.Sscanf(string(job.Args), "%s %d %t", &seedHex, &size, &slow); err != nil {
+		return nil, fmt.Errorf("%w: args %q", ErrPermanent, job.Args)
+	}
+	var seed [32]byte
+	if _, err := hex.Decode(seed[:], []byte(seedHex)); err != nil {
+		return nil, fmt.Errorf("%w: seed %q", ErrPermanent, seedHex)
+	}
+	r := bytes.NewReader(soakData(seed, size)[offset:])
+	if !slow {
+		return r, nil
+	}
+	return &pacedReader{r: r, ctx: ctx}, nil
 }
 
 // violate records a broken invariant. It is safe from any goroutine.
@@ -196,11 +225,14 @@ func (s *soakRun) instance(slot int) *soakInstance {
 // newInstance starts the Exporter of slot; the slot keeps its Config
 // across restarts.
 func (s *soakRun) newInstance(slot, gen int, cfg Config) (*soakInstance, error) {
-	x, err := New(s.stores[slot], cfg)
+	s.mu.RLock()
+	store := s.stores[slot]
+	s.mu.RUnlock()
+	x, err := New(store, cfg)
 	if err != nil {
 		return nil, err
 	}
-	in := &soakInstance{slot: slot, gen: gen, x: x, cfg: cfg}
+	in := &soakInstance{slot: slot, gen: gen, x: x, cfg: cfg, store: store}
 	s.mu.Lock()
 	s.all = append(s.all, in)
 	s.mu.Unlock()
@@ -227,6 +259,11 @@ func TestSoak(t *testing.T) {
 	began := time.Now()
 
 	s := &soakRun{t: t, e: e, admin: User{ID: "soak-admin", Permissions: []string{"exporter-admin"}}}
+	t.Cleanup(func() {
+		for _, c := range s.extraClients {
+			c.Close()
+		}
+	})
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("soak seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -241,6 +278,8 @@ func TestSoak(t *testing.T) {
 			LeaseTTL:        soakLeaseTTL,
 			Retention:       length + 10*time.Minute, // every job outlives the final checks
 			AdminPermission: "exporter-admin",
+			Sources:         map[string]Source{"soak": soakDurableSource},
+			MaxAttempts:     10, // kills cost attempts: a durable export must outlive several
 		}
 		in, err := s.newInstance(slot, 0, cfg)
 		require.NoError(t, err)
@@ -293,6 +332,9 @@ func TestSoak(t *testing.T) {
 		if job == nil {
 			continue // a violation already
 		}
+		if j.durable && job.Attempt > 1 {
+			s.resumed.Add(1)
+		}
 		switch job.Status {
 		case StatusCompleted:
 			completed.Add(1)
@@ -305,7 +347,7 @@ func TestSoak(t *testing.T) {
 			verified = append(verified, j)
 		case StatusCancelled:
 			cancelled.Add(1)
-			if !j.cancelled.Load() {
+			if !j.cancelled.Load() && !j.maybeCancelled.Load() {
 				s.violate("job %s cancelled but no cancel succeeded", j.id)
 			}
 		case StatusFailed:
@@ -313,8 +355,12 @@ func TestSoak(t *testing.T) {
 			switch {
 			case j.cancelled.Load():
 				s.violate("job %s failed (%s) after a successful cancel", j.id, job.Error)
+			case j.durable:
+				s.violate("durable job %s failed in attempt %d: %s", j.id, job.Attempt, job.Error)
 			case errors.Is(job.Err(), ErrClosed) && j.inst.down.Load():
 				closedByRestart.Add(1)
+			case j.inst.killed.Load() && (job.ErrorCode == CodeWorkerLost || job.ErrorCode == CodeStore):
+				closedByRestart.Add(1) // its instance was killed
 			case j.kind == soakError && strings.Contains(job.Error, errSoakInjected.Error()),
 				j.kind == soakPanic && strings.Contains(job.Error, "panicked"),
 				j.kind == soakStall && strings.Contains(job.Error, io.ErrNoProgress.Error()):
@@ -347,6 +393,9 @@ func TestSoak(t *testing.T) {
 	// exactly once.
 	sources := len(s.rejected)
 	for _, j := range s.jobs {
+		if j.src == nil {
+			continue // durable: its attempts' readers are the Source's
+		}
 		s.requireClosedOnce(j.src, j.id)
 		sources++
 	}
@@ -374,12 +423,13 @@ func TestSoak(t *testing.T) {
 		}
 		summary := fmt.Sprintf("soak: %v of load (%v in all), %d exporters: exports run %d, bytes %d (%.1f MiB), "+
 			"completed %d, cancelled %d, failed %d (%d by restarts), failures injected %d, "+
-			"cancels %d (%d too late), restarts %d, starts refused %d, sources %d, keys %d, "+
+			"durable %d (%d resumed), cancels %d (%d too late), restarts %d (%d kills), starts refused %d, sources %d, keys %d, "+
 			"goroutines %d -> %d, heap %.1f -> %.1f MiB, invariant violations %d",
 			loadTime.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), soakInstances,
 			jobs, s.bytes.Load(), float64(s.bytes.Load())/(1<<20),
 			completed.Load(), cancelled.Load(), failed.Load(), closedByRestart.Load(), s.injected.Load(),
-			s.cancels.Load(), s.cancels.Load()-s.cancelled.Load(), s.restarts.Load(), s.refused.Load(), sources, keys,
+			s.durable.Load(), s.resumed.Load(), s.cancels.Load(), s.cancels.Load()-s.cancelled.Load(), s.restarts.Load(), s.kills.Load(),
+			s.refused.Load(), sources, keys,
 			startGoroutines, goroutines.Load(), float64(startHeap)/(1<<20), float64(heap.Load())/(1<<20), violations)
 		t.Log(summary)
 		fmt.Println(summary)
@@ -483,6 +533,9 @@ func (s *soakRun) start(rng *rand.Rand) *soakJob {
 	for i := range j.seed {
 		j.seed[i] = byte(rng.Uint32())
 	}
+	if rng.IntN(100) < 15 {
+		return s.enqueue(rng, in, j)
+	}
 	j.src = &soakSource{kind: j.kind, size: j.size, data: rand.NewChaCha8(j.seed),
 		rng: rand.New(rand.NewPCG(rng.Uint64(), 0)), closeErr: rng.IntN(20) == 0, closed: make(chan struct{})}
 	if rng.IntN(100) < 10 { // long enough for cancels and restarts to catch it running
@@ -496,7 +549,7 @@ func (s *soakRun) start(rng *rand.Rand) *soakJob {
 	defer cancel()
 	job, err := in.x.StartExport(ctx, j.user, j.src, opts...)
 	switch {
-	case errors.Is(err, ErrClosed) && in.down.Load(): // a restart is under way
+	case err != nil && (errors.Is(err, ErrClosed) && in.down.Load() || in.killed.Load()): // a restart is under way
 		s.refused.Add(1)
 		s.jobsMu.Lock()
 		s.rejected = append(s.rejected, j.src)
@@ -511,6 +564,31 @@ func (s *soakRun) start(rng *rand.Rand) *soakJob {
 		s.injected.Add(1)
 	}
 	s.started.Add(1)
+	s.bytes.Add(j.size)
+	s.jobsMu.Lock()
+	s.jobs = append(s.jobs, j)
+	s.jobsMu.Unlock()
+	return j
+}
+
+// enqueue enqueues j as a durable export of clean bytes on in.
+func (s *soakRun) enqueue(rng *rand.Rand, in *soakInstance, j *soakJob) *soakJob {
+	j.kind, j.durable = soakClean, true
+	args := fmt.Sprintf("%s %d %t", hex.EncodeToString(j.seed[:]), j.size, rng.IntN(3) == 0)
+	ctx, cancel := context.WithTimeout(context.Background(), soakCallLimit)
+	defer cancel()
+	job, err := in.x.Enqueue(ctx, j.user, "soak", []byte(args), WithTotal(j.size))
+	switch {
+	case err != nil && (errors.Is(err, ErrClosed) && in.down.Load() || in.killed.Load()): // a restart is under way
+		s.refused.Add(1)
+		return nil
+	case err != nil:
+		s.violate("Enqueue on instance %d: %v", in.slot, err)
+		return nil
+	}
+	j.id = job.ID
+	s.started.Add(1)
+	s.durable.Add(1)
 	s.bytes.Add(j.size)
 	s.jobsMu.Lock()
 	s.jobs = append(s.jobs, j)
@@ -535,6 +613,8 @@ func (s *soakRun) cancel(rng *rand.Rand, j *soakJob) {
 	s.cancels.Add(1)
 	job, err := in.x.CancelExport(ctx, user, j.id)
 	switch {
+	case err != nil && in.killed.Load():
+		j.maybeCancelled.Store(true)
 	case err == nil:
 		if job.Status != StatusCancelled {
 			s.violate("cancel of %s returned %s without an error", j.id, job.Status)
@@ -556,6 +636,14 @@ func (s *soakRun) wait(rng *rand.Rand, j *soakJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), soakWaitLimit)
 	defer cancel()
 	job, err := in.x.WaitExport(ctx, j.user, j.id)
+	for range 3 {
+		if err == nil || !in.killed.Load() {
+			break
+		}
+		// Its instance was killed while it waited: wait on another.
+		in = s.instance(rng.IntN(soakInstances))
+		job, err = in.x.WaitExport(ctx, j.user, j.id)
+	}
 	if err != nil {
 		s.violate("WaitExport of %s (%s, %d bytes) on instance %d: %v", j.id, j.kind, j.size, in.slot, err)
 		return
@@ -585,6 +673,17 @@ func (s *soakRun) restartLoop(rng *rand.Rand, deadline time.Time, length time.Du
 		s.mu.RLock()
 		old := s.slots[slot]
 		s.mu.RUnlock()
+		kill := rng.IntN(3) == 0
+		if kill {
+			// A kill: the old instance loses Redis for good (its client is
+			// closed) before its Shutdown, so its leases lapse. The new one
+			// gets a client of its own.
+			c := s.e.dial()
+			s.mu.Lock()
+			s.extraClients = append(s.extraClients, c)
+			s.stores[slot] = NewRedisStore(c).WithPrefix(s.e.prefix)
+			s.mu.Unlock()
+		}
 		next, err := s.newInstance(slot, old.gen+1, old.cfg)
 		if err != nil {
 			s.violate("restart of instance %d: %v", slot, err)
@@ -594,6 +693,11 @@ func (s *soakRun) restartLoop(rng *rand.Rand, deadline time.Time, length time.Du
 		s.mu.Lock()
 		s.slots[slot] = next
 		s.mu.Unlock()
+		if kill {
+			old.killed.Store(true)
+			old.store.client.Close()
+			s.kills.Add(1)
+		}
 		grace := time.Duration(0) // half the time, kill whatever runs
 		if rng.IntN(2) == 0 {
 			grace = time.Duration(rng.IntN(100)) * time.Millisecond
