@@ -165,7 +165,7 @@ type soakJob struct {
 	// maybeCancelled: a CancelExport went to an instance that was killed
 	// during the call; it may have been applied.
 	maybeCancelled atomic.Bool
-	final     *Job        // as WaitExport returned it; set by its producer
+	final          *Job // as WaitExport returned it; set by its producer
 }
 
 type soakRun struct {
