@@ -522,6 +522,29 @@ func (d *doneReader) Close() error {
 	return nil
 }
 
+// gatedClaims is a RedisStore whose claims, once one took an export,
+// wait until gate is closed.
+type gatedClaims struct {
+	*RedisStore
+	gate chan struct{}
+	took atomic.Bool
+}
+
+func (g *gatedClaims) Claim(ctx context.Context, kinds []string, maxPerUser int, leases []Lease) ([]*Claim, error) {
+	if g.took.Load() {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	claims, err := g.RedisStore.Claim(ctx, kinds, maxPerUser, leases)
+	if len(claims) > 0 {
+		g.took.Store(true)
+	}
+	return claims, err
+}
+
 // TestDurableCancelBetweenAttempts: an export cancelled while it waits
 // for its retry is never resumed.
 func TestDurableCancelBetweenAttempts(t *testing.T) {
@@ -531,7 +554,10 @@ func TestDurableCancelBetweenAttempts(t *testing.T) {
 		calls.record(job.ID, offset)
 		return nil, errors.New("flaky")
 	}
-	x := e.exporter(t, Config{ChunkSize: testChunk, Sources: map[string]Source{"rows": src}})
+	// Claims after the first wait for the cancel, however slow the test
+	// runs: the retry cannot begin before it.
+	gated := &gatedClaims{RedisStore: e.store, gate: make(chan struct{})}
+	x := e.exporterOn(t, gated, Config{ChunkSize: testChunk, Sources: map[string]Source{"rows": src}})
 	ctx := testCtx(t)
 	job, err := x.Enqueue(ctx, alice, "rows", nil)
 	require.NoError(t, err)
@@ -543,6 +569,7 @@ func TestDurableCancelBetweenAttempts(t *testing.T) {
 	got, err := x.CancelExport(ctx, alice, job.ID)
 	require.NoError(t, err)
 	require.Equal(t, StatusCancelled, got.Status)
+	close(gated.gate)
 	time.Sleep(2 * retryFirst) // past the retry's backoff: it must not run
 	require.Len(t, calls.of(job.ID), 1)
 	e.requireTTLs(t)
