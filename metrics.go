@@ -15,7 +15,7 @@ import (
 // instance reports its own work: the exports it accepted, the runs it held
 // and how they ended, the bytes it stored, and its queue.
 //
-//	exporter.exports.started   counter    {export}  exports this instance accepted
+//	exporter.exports.started   counter    {export}  runs this instance began: exports it accepted, attempts of durable exports it claimed
 //	exporter.exports.ended     counter    {export}  runs this instance held that ended; attribute status
 //	exporter.export.duration   histogram  s         from start to end of those runs; attribute status
 //	exporter.bytes.stored      counter    By        export bytes this instance stored
@@ -25,8 +25,10 @@ import (
 // The status attribute is "completed", "failed" or "cancelled". A run
 // counts as cancelled however the cancel reached it, from this instance or
 // another; as failed when its source, the store or Shutdown ended it, or
-// when its lease lapsed. Every run that was started ends exactly once, so
-// started minus ended is what the instance holds.
+// when its lease lapsed; an attempt of a durable export that is retried or
+// handed back counts as failed here, and the attempt that resumes it as a
+// run of its own. Every run that was started ends exactly once, so started
+// minus ended is what the instance holds.
 
 // MeterName is the instrumentation scope of the Exporter's metrics.
 const MeterName = "github.com/exporterkit/exporter"
@@ -59,7 +61,7 @@ func newInstruments(mp metric.MeterProvider, counts func() (pending, held int)) 
 	var ins instruments
 	var errs [7]error
 	ins.started, errs[0] = m.Int64Counter("exporter.exports.started",
-		metric.WithUnit("{export}"), metric.WithDescription("Exports accepted by StartExport on this instance."))
+		metric.WithUnit("{export}"), metric.WithDescription("Runs this instance began: exports accepted by StartExport, attempts of durable exports it claimed."))
 	ins.ended, errs[1] = m.Int64Counter("exporter.exports.ended",
 		metric.WithUnit("{export}"), metric.WithDescription("Exports run by this instance that ended, by final status."))
 	ins.duration, errs[2] = m.Float64Histogram("exporter.export.duration",
