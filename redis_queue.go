@@ -365,7 +365,11 @@ func (s *RedisStore) Release(ctx context.Context, job *Job, lease Lease, retry *
 
 // Settle implements Queue.
 func (s *RedisStore) Settle(ctx context.Context, job *Job) error {
-	_, err := s.runShard(ctx, scriptQueueSettle, shardOf(ownerHash(job.Owner)), 0, nil, job.ID, "forget", 0)
+	n := shardOf(ownerHash(job.Owner))
+	_, err := s.runShard(ctx, scriptQueueSettle, n, 0, nil, job.ID, "forget", 0)
+	if err == nil {
+		s.idle.ready(n) // its owner may have a turn again (MaxPerUser)
+	}
 	return err
 }
 

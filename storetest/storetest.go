@@ -10,7 +10,10 @@
 //	}
 //
 // Each subtest is named for the part of the contract it checks (Fencing,
-// Cancel, List, ...), so a failure names the sentence that broke.
+// Cancel, List, ...), so a failure names the sentence that broke. A store
+// that implements exporter.Queue (durable exports) also runs the Queue*
+// subtests: claims, attempts, releases, recovery, cancels, turns and
+// MaxPerUser.
 package storetest
 
 import (
@@ -47,7 +50,9 @@ const (
 	chunkSize = 1 << 10
 )
 
-// Run runs the conformance suite against the stores h makes.
+// Run runs the conformance suite against the stores h makes: the Store
+// contract, and the Queue ability's if the store has it (its subtests are
+// skipped otherwise).
 func Run(t *testing.T, h Harness) {
 	if h.New == nil {
 		t.Fatal("storetest: Harness.New is nil")
@@ -83,6 +88,7 @@ func Run(t *testing.T, h Harness) {
 			tc.f(t, &suite{t: t, h: h, store: h.New(t)})
 		})
 	}
+	runQueue(t, h)
 }
 
 // suite is one subtest's store and helpers.
