@@ -36,6 +36,21 @@
 // StartExport takes ownership of the reader: an io.Closer is closed exactly
 // once, when the export ends however it ends.
 //
+// # Durable exports
+//
+// StartExport's reader exists only in its process: if the process dies,
+// the export fails (ErrWorkerLost). Enqueue records an export by kind and
+// args instead, and any Exporter whose Config.Sources has the kind runs
+// it. When the instance that runs it dies, loses the store for longer
+// than its lease, or shuts down, another instance resumes it from the
+// bytes already stored: its Source is opened at that offset and the
+// SHA-256 carries on from the stored state, so the result is that of an
+// uninterrupted run. A failed attempt is retried after a backoff, up to
+// Config.MaxAttempts, unless its error wraps ErrPermanent. Use StartExport
+// for bytes that only this process can produce; use Enqueue for exports
+// that can be described (a query, a file, a report) and must survive
+// deploys and crashes.
+//
 // # Lifecycle
 //
 // A job's Status only moves forward:
