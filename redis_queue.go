@@ -388,10 +388,9 @@ func (s *RedisStore) Recover(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	type attempt struct {
-		shard       int
-		id, owner   string
-		kind        string
-		probe, next []any
+		shard     int
+		id, owner string
+		kind      string
 	}
 	var todo []*attempt
 	for n, cmd := range due {
