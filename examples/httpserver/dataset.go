@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/exporterkit/exporter"
 )
 
 // A dataset is the CSV file an export of this service produces: a header
@@ -127,6 +132,7 @@ type dataset struct {
 	perRow time.Duration // time between two rows; 0 is as fast as possible
 
 	next   int64  // the next row to make; 0 while the header is unmade
+	skip   int64  // bytes of the first row (or header) made not to return: it starts at an offset
 	mem    []byte // rows made, reused once they are read
 	unread []byte // the unread end of mem
 	start  time.Time
@@ -144,6 +150,34 @@ func newDataset(rows int64, rate int) *dataset {
 			d.perRow = 1 // above a billion rows a second: as good as unpaced
 		}
 	}
+	return d
+}
+
+// newDatasetAt returns the dataset of newDataset from byte offset on: it
+// makes the rows from the one offset falls in, as if it had been reading
+// since the first at rate, and skips the bytes of that row before offset.
+// A durable export that resumes at offset reads it.
+func newDatasetAt(rows int64, rate int, offset int64) *dataset {
+	d := newDataset(rows, rate)
+	if offset <= 0 {
+		return d
+	}
+	// The rows before offset: the largest k with datasetSize(k) <= offset.
+	lo, hi := int64(0), rows
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if datasetSize(mid) <= offset {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	if lo == 0 && offset < int64(len(csvHeader)) {
+		d.skip = offset // inside the header
+		return d
+	}
+	d.next, d.skip = lo+1, offset-datasetSize(lo)
+	d.start = time.Now().Add(-time.Duration(lo) * d.perRow) // row lo+1 is due now
 	return d
 }
 
@@ -187,6 +221,11 @@ func (d *dataset) Read(p []byte) (int, error) {
 			}
 			d.unread = d.mem
 		}
+		if d.skip > 0 { // a dataset that starts at an offset
+			k := min(d.skip, int64(len(d.unread)))
+			d.unread, d.skip = d.unread[k:], d.skip-k
+			continue
+		}
 		m := copy(p[n:], d.unread)
 		n += m
 		d.unread = d.unread[m:]
@@ -219,4 +258,26 @@ func (d *dataset) sleep(wait time.Duration) error {
 func (d *dataset) Close() error {
 	d.once.Do(func() { close(d.closed) })
 	return nil
+}
+
+// csvKind is the kind of durable export the service runs: a generated CSV
+// file, described by csvArgs.
+const csvKind = "csv"
+
+// csvArgs are the args of a csvKind export.
+type csvArgs struct {
+	Rows          int64 `json:"rows"`
+	RowsPerSecond int   `json:"rows_per_second"`
+}
+
+// csvSource is the Source of csvKind: the dataset of its args, from
+// offset on. Any instance runs it, and one resumes it where another
+// stopped.
+func csvSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
+	var a csvArgs
+	if err := json.Unmarshal(job.Args, &a); err != nil || a.Rows < 1 || a.Rows > maxRows ||
+		a.RowsPerSecond < 0 || a.RowsPerSecond > maxRate {
+		return nil, fmt.Errorf("%w: csv args %q", exporter.ErrPermanent, job.Args)
+	}
+	return newDatasetAt(a.Rows, a.RowsPerSecond, offset), nil
 }

@@ -140,3 +140,21 @@ func TestDatasetClosedBeforeRead(t *testing.T) {
 	_, err := d.Read(make([]byte, 10))
 	require.ErrorIs(t, err, errDatasetClosed)
 }
+
+// TestDatasetAt: a dataset started at any offset reads exactly the bytes
+// of the whole dataset from there, as a resumed durable export must.
+func TestDatasetAt(t *testing.T) {
+	t.Parallel()
+	const rows = 3000
+	whole := generated(t, rows)
+	offsets := []int64{0, 1, int64(len(csvHeader)) - 1, int64(len(csvHeader)), int64(len(csvHeader)) + 1,
+		datasetSize(1), datasetSize(1) + 7, datasetSize(1234), datasetSize(1234) - 1, int64(len(whole)) - 1, int64(len(whole))}
+	for i := int64(0); i < 50; i++ {
+		offsets = append(offsets, i*int64(len(whole))/50+i)
+	}
+	for _, off := range offsets {
+		got, err := io.ReadAll(newDatasetAt(rows, 0, off))
+		require.NoError(t, err)
+		require.Equal(t, whole[off:], got, "from offset %d", off)
+	}
+}

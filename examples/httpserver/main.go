@@ -103,7 +103,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	exp, err := exporter.New(exporter.NewRedisStore(client).WithPrefix(*prefix), exporter.Config{
 		AdminPermission: adminPermission,
 		Retention:       time.Hour,
-		MaxPerUser:      8, // a user's ninth export under way gets 503
+		MaxPerUser:      8, // a user's ninth export waits until one of the eight ends
+		Sources:         map[string]exporter.Source{csvKind: csvSource},
 		Logger:          log,
 		MeterProvider:   meters,
 	})
@@ -155,9 +156,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ectx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
 	if err := exp.Shutdown(ectx); err != nil {
-		// The exports that were still running are recorded failed
-		// (Job.ErrorCode "shutdown").
-		log.Warn("exports still running at shutdown were failed", "err", err)
+		// The durable exports that were still running are handed back:
+		// another instance, or this one after its restart, resumes them.
+		log.Warn("exports still running at shutdown were handed back", "err", err)
 	}
 	if !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr

@@ -346,12 +346,12 @@ func (s *server) start(w http.ResponseWriter, r *http.Request) {
 		filename = sanitizeFilename(*req.Filename)
 	}
 
-	// The dataset is read after this request has ended, under the
-	// Exporter's context; it is closed when the export ends, or by
-	// StartExport if it refuses the export.
-	data := newDataset(rows, rate)
-	job, err := s.exp.StartExport(r.Context(), user, data,
-		exporter.WithTotal(data.Size()),
+	// A durable export: any instance of the service runs it (csvSource
+	// makes its dataset from the args), and another resumes it if this
+	// one stops.
+	args, _ := json.Marshal(csvArgs{Rows: rows, RowsPerSecond: rate})
+	job, err := s.exp.Enqueue(r.Context(), user, csvKind, args,
+		exporter.WithTotal(datasetSize(rows)),
 		exporter.WithMetadata(map[string]string{
 			exporter.MetadataFilename:    filename,
 			exporter.MetadataContentType: "text/csv",

@@ -103,6 +103,9 @@ func newInstance(t *testing.T, addr, prefix string, cfg exporter.Config, opts ..
 	client := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	cfg.AdminPermission = adminPermission
 	cfg.Logger = testLogger(t)
+	if cfg.Sources == nil {
+		cfg.Sources = map[string]exporter.Source{csvKind: csvSource}
+	}
 	exp, err := exporter.New(exporter.NewRedisStore(client).WithPrefix(prefix), cfg)
 	require.NoError(t, err)
 	srv := newServer(exp, cfg.Logger)
@@ -648,32 +651,25 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
-// TestBusy fills one user's quota (MaxPerUser): the next start is 503
-// with Retry-After, others can still export, and the quota frees up
-// when an export ends.
+// TestBusy fills one user's quota (MaxPerUser): the next export is
+// accepted and waits, pending, while others' exports run; it starts when
+// one of the user's running exports ends.
 func TestBusy(t *testing.T) {
 	t.Parallel()
 	a := newInstance(t, redisAddr(t), testPrefix(), exporter.Config{MaxPerUser: 2})
 	first := a.start(t, "alice", slowExport)
 	second := a.start(t, "alice", slowExport)
+	a.waitStatus(t, "alice", first.ID, exporter.StatusRunning)
+	a.waitStatus(t, "alice", second.ID, exporter.StatusRunning)
 
-	r := a.call(t, "POST", "/exports", "alice", slowExport)
-	r.requireError(t, http.StatusServiceUnavailable, "busy")
-	require.Equal(t, "1", r.header.Get("Retry-After"))
-
+	third := a.start(t, "alice", slowExport) // accepted: it waits in the queue
 	other := a.start(t, "bob", slowExport)
+	a.waitStatus(t, "bob", other.ID, exporter.StatusRunning)
+	require.Equal(t, exporter.StatusPending, a.call(t, "GET", "/exports/"+third.ID, "alice", "").job(t).Status,
+		"alice's third export ran beside her two")
 
 	require.Equal(t, http.StatusOK, a.call(t, "DELETE", "/exports/"+first.ID, "alice", "").status)
-	var third *exporter.Job
-	eventually(t, 10*time.Second, func() bool {
-		r := a.call(t, "POST", "/exports", "alice", slowExport)
-		if r.status == http.StatusAccepted {
-			third = r.job(t)
-			return true
-		}
-		r.requireError(t, http.StatusServiceUnavailable, "busy")
-		return false
-	}, "the cancelled export never freed its place")
+	a.waitStatus(t, "alice", third.ID, exporter.StatusRunning)
 
 	for _, c := range []struct{ user, id string }{{"alice", second.ID}, {"alice", third.ID}, {"bob", other.ID}} {
 		r := a.call(t, "DELETE", "/exports/"+c.id, c.user, "")
@@ -1006,14 +1002,15 @@ func TestRun(t *testing.T) {
 		require.NoError(t, err)
 		return resp.StatusCode, data
 	}
-	status := func(url, id string) exporter.Status {
+	read := func(url, id string) *exporter.Job {
 		t.Helper()
 		code, body := get("GET", url+"/exports/"+id, "alice", "")
 		require.Equal(t, http.StatusOK, code, "body %s", body)
 		var job exporter.Job
 		require.NoError(t, json.Unmarshal(body, &job))
-		return job.Status
+		return &job
 	}
+	status := func(url, id string) exporter.Status { return read(url, id).Status }
 
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	defer cancel1()
@@ -1041,8 +1038,10 @@ func TestRun(t *testing.T) {
 	require.NoError(t, json.Unmarshal(body, &job))
 	eventually(t, 10*time.Second, func() bool { return status(url2, job.ID) == exporter.StatusCompleted })
 
-	// A slow export on 2, followed on 2, when 2 shuts down: the stream
-	// ends, and the export fails once the grace period is over.
+	// A slow export started on 2, followed on 2, when 2 shuts down: the
+	// stream ends, and the durable export goes on, on 1 (which resumes it
+	// where 2 stopped if 2 ran it: 2 hands it back once the grace period
+	// is over).
 	code, body = get("POST", url2+"/exports", "alice", slowExport)
 	require.Equal(t, http.StatusAccepted, code, "body %s", body)
 	var slow exporter.Job
@@ -1059,9 +1058,14 @@ func TestRun(t *testing.T) {
 	require.NoError(t, waitResult(t, result2))
 	_, err = io.Copy(io.Discard, resp.Body) // the stream has ended
 	require.NoError(t, err)
-	require.Equal(t, exporter.StatusFailed, status(url1, slow.ID))
-	_, body = get("GET", url1+"/exports/"+slow.ID, "alice", "")
-	require.Contains(t, string(body), exporter.ErrClosed.Error())
+	after := read(url1, slow.ID).Bytes
+	eventually(t, 10*time.Second, func() bool {
+		j := read(url1, slow.ID)
+		require.Equal(t, exporter.StatusRunning, j.Status, "the export stopped with its instance")
+		return j.Bytes > after
+	})
+	code, body = get("DELETE", url1+"/exports/"+slow.ID, "alice", "")
+	require.Equal(t, http.StatusOK, code, "body %s", body)
 
 	cancel1()
 	require.NoError(t, waitResult(t, result1))
