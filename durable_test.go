@@ -181,6 +181,10 @@ func TestDurableExport(t *testing.T) {
 		_, err = x.Enqueue(ctx, nobody, "rows", nil)
 		require.ErrorIs(t, err, ErrForbidden)
 		e.requireTTLs(t)
+
+		require.NoError(t, x.Shutdown(ctx))
+		_, err = x.Enqueue(ctx, alice, "rows", durableArgs(1, 1))
+		require.ErrorIs(t, err, ErrClosed, "Enqueue after Shutdown")
 	})
 }
 

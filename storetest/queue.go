@@ -19,6 +19,7 @@ func runQueue(t *testing.T, h Harness) {
 		{"QueueRelease", testQueueRelease},
 		{"QueueAttempts", testQueueAttempts},
 		{"QueueRecover", testQueueRecover},
+		{"QueueLostAttemptsCount", testQueueLostAttemptsCount},
 		{"QueueCancel", testQueueCancel},
 		{"QueueTurns", testQueueTurns},
 		{"QueueMaxPerUser", testQueueMaxPerUser},
@@ -156,6 +157,43 @@ func testQueueRecover(t *testing.T, s *suite, q exporter.Queue) {
 	s.is(s.store.Write(s.ctx(), job.ID, c[0].Lease, write(0, chunk('a', 1))), exporter.ErrLeaseLost, "Write of the lapsed attempt")
 	if n, err := q.Recover(s.ctx()); err != nil || n != 0 {
 		t.Fatalf("Recover of a held attempt queued %d (%v)", n, err)
+	}
+}
+
+// recoverLapsed lets the attempt's lease lapse and runs Recover until it
+// queues the export again.
+func (s *suite) recoverLapsed(q exporter.Queue) {
+	s.t.Helper()
+	s.elapse(lapse)
+	for range 20 {
+		n, err := q.Recover(s.ctx())
+		s.must(err, "Recover")
+		if n > 0 {
+			return
+		}
+		s.elapse(100 * time.Millisecond)
+	}
+	s.t.Fatal("Recover never queued the lapsed attempt")
+}
+
+// Attempts lost with their instance count toward the export's attempts:
+// an export that kills its worker every time fails, as worker lost,
+// rather than loop.
+func testQueueLostAttemptsCount(t *testing.T, s *suite, q exporter.Queue) {
+	job := s.enqueue(q, "alice", 2)
+	for attempt := 1; attempt <= 2; attempt++ {
+		c := s.claim(q, 1, 0)
+		if len(c) != 1 || c[0].Job.Attempt != attempt {
+			t.Fatalf("claim of attempt %d returned %+v", attempt, c)
+		}
+		s.recoverLapsed(q)
+	}
+	if c := s.claim(q, 1, 0); len(c) != 0 {
+		t.Fatal("an export whose attempts were all lost was claimed a third time")
+	}
+	got := s.status(job.ID, exporter.StatusFailed)
+	if got.ErrorCode != exporter.CodeWorkerLost {
+		t.Fatalf("failed with code %q, want %q", got.ErrorCode, exporter.CodeWorkerLost)
 	}
 }
 
