@@ -694,7 +694,16 @@ func (s *soakRun) restartLoop(rng *rand.Rand, deadline time.Time, length time.Du
 		s.slots[slot] = next
 		s.mu.Unlock()
 		if kill {
-			old.killed.Store(true)
+			// Every instance on that client loses Redis: the old one, and
+			// those it replaced, which WaitExport may still use after their
+			// Shutdown.
+			s.mu.RLock()
+			for _, in := range s.all {
+				if in.store == old.store {
+					in.killed.Store(true)
+				}
+			}
+			s.mu.RUnlock()
 			old.store.client.Close()
 			s.kills.Add(1)
 		}
