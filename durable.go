@@ -109,13 +109,8 @@ func (e *Exporter) enqueue(ctx context.Context, user User, kind string, args []b
 	if len(args) > MaxArgs {
 		return nil, fmt.Errorf("%w: args of %d bytes, at most %d", ErrInvalid, len(args), MaxArgs)
 	}
-	var o startOptions
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if err := o.validate(e.cfg.MaxBytes); err != nil {
+	o, err := applyOptions(opts, e.cfg.MaxBytes)
+	if err != nil {
 		return nil, err
 	}
 	if e.sched.isClosed() {

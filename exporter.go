@@ -140,13 +140,8 @@ func (e *Exporter) startExport(ctx context.Context, user User, r io.Reader, opts
 	if r == nil {
 		return nil, fmt.Errorf("%w: nil reader", ErrInvalid)
 	}
-	var o startOptions
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if err := o.validate(e.cfg.MaxBytes); err != nil {
+	o, err := applyOptions(opts, e.cfg.MaxBytes)
+	if err != nil {
 		return nil, err
 	}
 	start := time.Now()

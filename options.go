@@ -48,6 +48,18 @@ func WithMetadata(md map[string]string) StartOption {
 	return func(o *startOptions) { o.metadata = maps.Clone(md) }
 }
 
+// applyOptions applies opts (nil ones are skipped) and validates the
+// result against maxBytes.
+func applyOptions(opts []StartOption, maxBytes int64) (startOptions, error) {
+	var o startOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return o, o.validate(maxBytes)
+}
+
 func (o *startOptions) validate(maxBytes int64) error {
 	if o.total < 0 {
 		return fmt.Errorf("%w: WithTotal(%d) is negative", ErrInvalid, o.total)

@@ -125,12 +125,9 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 	if err != nil {
 		return nil, err
 	}
-	if len(res) != 2 || res[0] != "ok" {
-		return nil, fmt.Errorf("enqueue %s: %v", job.ID, res[0])
-	}
-	ms, err := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
+	j, err := created("enqueue", job, res, retention)
 	if err != nil {
-		return nil, fmt.Errorf("%w: enqueue %s: time %v", ErrCorrupt, job.ID, res[1])
+		return nil, err
 	}
 	if push.Err() == nil {
 		s.idle.ready(n)
@@ -140,9 +137,6 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 			return nil, err
 		}
 	}
-	j := job.clone()
-	j.CreatedAt = time.UnixMilli(ms).UTC()
-	j.UpdatedAt, j.ExpiresAt = j.CreatedAt, j.CreatedAt.Add(retention.Truncate(time.Millisecond))
 	return j, nil
 }
 

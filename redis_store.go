@@ -144,14 +144,20 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	if err != nil {
 		return nil, err
 	}
+	return created("create", job, res, retention)
+}
+
+// created reads the reply of a creation script ({"ok", created ms}) of
+// op and returns job as stored: the hash holds exactly job and these
+// times, so there is no need to read it back.
+func created(op string, job *Job, res []any, retention time.Duration) (*Job, error) {
 	if len(res) != 2 || res[0] != "ok" {
-		return nil, fmt.Errorf("create %s: %v", job.ID, res[0])
+		return nil, fmt.Errorf("%s %s: %v", op, job.ID, res[0])
 	}
 	ms, err := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: create %s: time %v", ErrCorrupt, job.ID, res[1])
+		return nil, fmt.Errorf("%w: %s %s: time %v", ErrCorrupt, op, job.ID, res[1])
 	}
-	// The hash holds exactly job and these times: no need to read it back.
 	j := job.clone()
 	j.CreatedAt = time.UnixMilli(ms).UTC()
 	j.UpdatedAt, j.ExpiresAt = j.CreatedAt, j.CreatedAt.Add(retention.Truncate(time.Millisecond))
