@@ -9,6 +9,7 @@ import (
 
 	"github.com/exporterkit/exporter/internal/redistest"
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -80,7 +81,7 @@ func TestDurableClaimLost(t *testing.T) {
 		tag, keys := e.store.shard(n)
 		const lease = 300 * time.Millisecond
 		res, err := e.store.runShard(ctx, scriptQueueClaim, n, 0, []string{tag + "ready:rows"},
-			0, lease.Milliseconds(), 1000, 1, "rows")
+			0, lease.Milliseconds(), 1000, 1, newToken(), "rows")
 		require.NoError(t, err)
 		require.Equal(t, "ok", res[0])
 		require.Equal(t, job.ID, res[1])
@@ -100,5 +101,61 @@ func TestDurableClaimLost(t *testing.T) {
 			return err == nil && n == 0
 		}, 10*time.Second, time.Millisecond, "the owner's count of running attempts leaked")
 		e.requireTTLs(t)
+	})
+}
+
+// TestDurableLateRelease: an attempt releases its export (its source
+// failed) and the recoverer, finding the lease gone before the release's
+// second step (the push on the queue shard) arrives, queues the export
+// again, and another attempt claims it. The release's push, applied late,
+// changes nothing: the new attempt stays tracked and counted once, and
+// the export is not queued a second time beside it.
+func TestDurableLateRelease(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := testCtx(t)
+		job, err := e.store.Enqueue(ctx, &Job{ID: uuid.NewString(), Owner: alice.ID, Status: StatusPending, ChunkSize: testChunk,
+			Kind: "rows"}, newToken(), 3, time.Hour)
+		require.NoError(t, err)
+		const lease = 300 * time.Millisecond
+		first := Lease{Token: newToken(), TTL: lease}
+		c, err := e.store.Claim(ctx, []string{"rows"}, 0, []Lease{first})
+		require.NoError(t, err)
+		require.Len(t, c, 1)
+
+		// The release's first step, on the job: its lease is given up.
+		res, err := scriptRelease.Run(ctx, e.client, e.store.keys(job.ID), e.store.eventsChannel(), first.Token,
+			"retry", "timeout", CodeSource).Slice()
+		require.NoError(t, err)
+		require.Equal(t, "ok", res[0])
+		// The recoverer finds the lease gone, and the export is claimed again.
+		e.elapse(lease + 100*time.Millisecond)
+		require.Eventually(t, func() bool {
+			n, err := e.store.Recover(ctx)
+			require.NoError(t, err)
+			e.elapse(50 * time.Millisecond)
+			return n == 1
+		}, 10*time.Second, time.Millisecond)
+		second := Lease{Token: newToken(), TTL: time.Minute}
+		c, err = e.store.Claim(ctx, []string{"rows"}, 0, []Lease{second})
+		require.NoError(t, err)
+		require.Len(t, c, 1)
+		require.Equal(t, 2, c[0].Job.Attempt)
+
+		// The release's second step arrives late.
+		h := ownerHash(alice.ID)
+		require.NoError(t, e.store.push(ctx, h, "rows", job.ID, 0, first.Token, time.Hour))
+
+		tag, keys := e.store.shard(shardOf(h))
+		info, err := e.client.HGet(ctx, keys[2], job.ID).Result()
+		require.NoError(t, err, "the new attempt is no longer tracked")
+		require.Contains(t, info, second.Token)
+		count, err := e.client.HGet(ctx, keys[1], h).Result()
+		require.NoError(t, err)
+		require.Equal(t, "1", count, "the owner's count of running attempts")
+		_, err = e.client.ZScore(ctx, tag+"jobs:rows:"+h, job.ID).Result()
+		require.ErrorIs(t, err, redis.Nil, "the running export was queued again")
+		c, err = e.store.Claim(ctx, []string{"rows"}, 0, []Lease{{Token: newToken(), TTL: time.Minute}})
+		require.NoError(t, err)
+		require.Empty(t, c, "the running export was claimed a second time")
 	})
 }

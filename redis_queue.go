@@ -75,19 +75,17 @@ func (s *RedisStore) runShard(ctx context.Context, script *redis.Script, n int, 
 	return script.Run(ctx, s.client, keys, argv...).Slice()
 }
 
-// push queues id of owner (by its hash), ready after delay; with forget
-// it also stops tracking its attempt. A push ready at once is announced to
-// claimers.
-func (s *RedisStore) push(ctx context.Context, h, kind, id string, delay time.Duration, forget bool, retention time.Duration) error {
-	f, events := "", ""
-	if forget {
-		f = "forget"
-	}
+// push queues id of owner (by its hash), ready after delay. With the
+// lease token of its attempt (forget) it first stops tracking that
+// attempt, and changes nothing if another is tracked (see lua/queue.lua).
+// A push ready at once is announced to claimers.
+func (s *RedisStore) push(ctx context.Context, h, kind, id string, delay time.Duration, forget string, retention time.Duration) error {
+	events := ""
 	if delay <= 0 {
 		delay, events = 0, s.eventsChannel()
 	}
 	n := shardOf(h)
-	_, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, id, h, kind, delay.Milliseconds(), f, events, n)
+	_, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, id, h, kind, delay.Milliseconds(), forget, events, n)
 	if err == nil && delay == 0 {
 		s.idle.ready(n)
 	}
@@ -132,7 +130,7 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 		s.idle.ready(n)
 	} else {
 		// The job is recorded but not queued: queue it now.
-		if err := s.push(ctx, h, job.Kind, job.ID, 0, false, retention); err != nil {
+		if err := s.push(ctx, h, job.Kind, job.ID, 0, "", retention); err != nil {
 			return nil, err
 		}
 	}
@@ -203,7 +201,11 @@ func (s *RedisStore) Claim(ctx context.Context, kinds []string, maxPerUser int, 
 		// again: it may hold more.
 		for range 4 {
 			want := len(leases) - len(claims)
-			args := []any{maxPerUser, leases[0].TTL.Milliseconds(), time.Second.Milliseconds(), want}
+			tokens := make([]string, want)
+			for k, l := range leases[len(claims):] {
+				tokens[k] = l.Token
+			}
+			args := []any{maxPerUser, leases[0].TTL.Milliseconds(), time.Second.Milliseconds(), want, strings.Join(tokens, " ")}
 			for k, kind := range kinds {
 				ready[k] = tag + "ready:" + kind
 				args = append(args, kind)
@@ -254,7 +256,7 @@ func (s *RedisStore) begin(ctx context.Context, n int, ids []taken, leases []Lea
 	var claims []*Claim
 	res, err := s.evalMany(ctx, scriptBegin, len(ids), func(i int) ([]string, []any) {
 		if !validID(ids[i].id) {
-			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0}
+			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0, leases[i].Token}
 		}
 		return s.keys(ids[i].id), []any{s.eventsChannel(), leases[i].Token, leases[i].TTL.Milliseconds()}
 	})
@@ -290,21 +292,21 @@ func (s *RedisStore) begin(ctx context.Context, n int, ids []taken, leases []Lea
 			claims = append(claims, c)
 		case "held":
 			ms, _ := strconv.ParseInt(fmt.Sprint(r[1]), 10, 64)
-			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "check", ms + 50})
+			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "check", ms + 50, leases[i].Token})
 		case "missing":
 			if ids[i].age < enqueueGrace {
 				// Its creation may not have reached its node yet (a Cluster):
 				// queue it again, a little later.
 				settles = append(settles, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), ids[i].id, ids[i].owner,
-					ids[i].kind, missingRetry.Milliseconds(), "forget", "", n})
+					ids[i].kind, missingRetry.Milliseconds(), leases[i].Token, "", n})
 				break
 			}
-			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0})
+			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0, leases[i].Token})
 		case "":
 			// The begin failed (the connection): its lease lapses and the
 			// recoverer queues the export again.
 		default: // gone, exhausted
-			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0})
+			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0, leases[i].Token})
 		}
 	}
 	if len(settles) > 0 {
@@ -352,14 +354,17 @@ func (s *RedisStore) Release(ctx context.Context, job *Job, lease Lease, retry *
 		return fmt.Errorf("release %s: %w", job.ID, ErrLeaseLost)
 	}
 	// Should this fail, the attempt's lease is gone and the recoverer
-	// queues the export once its check is due.
-	return s.push(ctx, ownerHash(job.Owner), job.Kind, job.ID, delay, true, job.ExpiresAt.Sub(job.UpdatedAt))
+	// queues the export once its check is due. Should the recoverer have
+	// done so already (it found the lease gone in between), the push
+	// changes nothing.
+	return s.push(ctx, ownerHash(job.Owner), job.Kind, job.ID, delay, lease.Token, job.ExpiresAt.Sub(job.UpdatedAt))
 }
 
 // Settle implements Queue.
 func (s *RedisStore) Settle(ctx context.Context, job *Job) error {
 	n := shardOf(ownerHash(job.Owner))
-	_, err := s.runShard(ctx, scriptQueueSettle, n, 0, nil, job.ID, "forget", 0)
+	// The export ended: whichever attempt is tracked is over.
+	_, err := s.runShard(ctx, scriptQueueSettle, n, 0, nil, job.ID, "forget", 0, "*")
 	if err == nil {
 		s.idle.ready(n) // its owner may have a turn again (MaxPerUser)
 	}

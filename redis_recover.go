@@ -29,9 +29,9 @@ func (s *RedisStore) Recover(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	type attempt struct {
-		shard     int
-		id, owner string
-		kind      string
+		shard           int
+		id, owner, kind string
+		token           string // of the tracked attempt
 	}
 	var todo []*attempt
 	for n, cmd := range due {
@@ -39,11 +39,11 @@ func (s *RedisStore) Recover(ctx context.Context) (int, error) {
 		for i := 0; i+1 < len(res); i += 2 {
 			id, _ := res[i].(string)
 			info, _ := res[i+1].(string)
-			owner, kind, ok := strings.Cut(info, " ")
-			if !ok || !validID(id) {
+			f := strings.Fields(info)
+			if len(f) != 3 || !validID(id) {
 				continue
 			}
-			todo = append(todo, &attempt{shard: n, id: id, owner: owner, kind: kind})
+			todo = append(todo, &attempt{shard: n, id: id, owner: f[0], kind: f[1], token: f[2]})
 		}
 	}
 	if len(todo) == 0 {
@@ -67,12 +67,12 @@ func (s *RedisStore) Recover(ctx context.Context) (int, error) {
 		switch code {
 		case "held":
 			ms, _ := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
-			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), a.id, "check", ms + 50}
+			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), a.id, "check", ms + 50, a.token}
 		case "lapsed":
 			queued++
-			return keys, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), a.id, a.owner, a.kind, 0, "forget", s.eventsChannel(), a.shard}
+			return keys, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), a.id, a.owner, a.kind, 0, a.token, s.eventsChannel(), a.shard}
 		case "gone", "missing":
-			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), a.id, "forget", 0}
+			return keys, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), a.id, "forget", 0, a.token}
 		}
 		return nil, nil // the probe failed: the next check comes after recheck
 	})

@@ -7,7 +7,7 @@
 --
 -- KEYS[1] -> <prefix>{q<n>}:active   zset: id -> when to check the lease of its attempt, ms
 -- KEYS[2] -> <prefix>{q<n>}:running  hash: owner hash -> attempts running (MaxPerUser)
--- KEYS[3] -> <prefix>{q<n>}:info     hash: id -> "<owner hash> <kind>" of the ids in active
+-- KEYS[3] -> <prefix>{q<n>}:info     hash: id -> "<owner hash> <kind> <lease token>" of the ids in active
 -- ARGV[1] -> <prefix>{q<n>}:, the tag of the keys the scripts name themselves:
 --              <tag>ready:<kind>              zset: owner hash -> when its turn comes, ms
 --              <tag>jobs:<kind>:<owner hash>  zset: id -> when it is ready, ms
@@ -38,17 +38,25 @@ local function push(id, owner, kind, at)
   if not s or tonumber(s) > at then redis.call('ZADD', r, at, owner) end
   keep(r)
 end
--- forget(id) stops tracking the attempt of id and counts it off its owner.
--- An owner parked at MaxPerUser gets its turn back at once.
-local function forget(id)
-  redis.call('ZREM', active, id)
+-- forget(id, token) stops tracking the attempt of id that runs under the
+-- lease token ("*": whichever attempt), counts it off its owner, and
+-- reports whether it did. The token keeps a late step of one attempt (its
+-- release, after the recoverer found its lease gone and another attempt
+-- was claimed) from forgetting the next. An owner parked at MaxPerUser
+-- gets its turn back at once.
+local function forget(id, token)
   local i = redis.call('HGET', info, id)
-  if not i then return nil end
+  if not i then
+    redis.call('ZREM', active, id)
+    return false
+  end
+  local owner, kind, held = string.match(i, '^(%S+) (%S+) (%S*)$')
+  if token ~= '*' and held ~= token then return false end
+  redis.call('ZREM', active, id)
   redis.call('HDEL', info, id)
-  local owner, kind = string.match(i, '^(%S+) (.+)$')
   if redis.call('HINCRBY', running, owner, -1) <= 0 then redis.call('HDEL', running, owner) end
   local r, t = ready(kind), now()
   local s = redis.call('ZSCORE', r, owner)
   if s and tonumber(s) > t then redis.call('ZADD', r, t, owner) end
-  return owner, kind
+  return true
 end

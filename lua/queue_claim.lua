@@ -10,12 +10,16 @@
 -- ARGV[4] -> when to check the attempt's lease first, ms from now (its TTL)
 -- ARGV[5] -> how long an owner at MaxPerUser waits for its next turn, ms
 -- ARGV[6] -> how many exports to take at most
--- ARGV[7..] -> the kinds
+-- ARGV[7] -> the lease tokens the exports' attempts will run under, in
+--            order, separated by spaces (ARGV[6] of them)
+-- ARGV[8..] -> the kinds
 --
 -- Returns:
 -- {"ok", id, owner hash, kind, queued ms ago, ...}  one to ARGV[6] exports, in the order of the turns
 -- {"none", ms}  nothing ready; the next is ready in ms ("" if none is queued)
 local cap, check, park, want = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local tokens = {}
+for tok in string.gmatch(ARGV[7], '%S+') do table.insert(tokens, tok) end
 local t = now()
 local out = {'ok'}
 local function done(ms)
@@ -27,7 +31,7 @@ for _ = 1, 16 + 2 * want do
   for i = 4, #KEYS do
     local z = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
     if z[1] and (not score or tonumber(z[2]) < score) then
-      best, owner, kind, score = KEYS[i], z[1], ARGV[i + 3], tonumber(z[2])
+      best, owner, kind, score = KEYS[i], z[1], ARGV[i + 4], tonumber(z[2])
     end
   end
   if not owner then return done('') end
@@ -40,6 +44,8 @@ for _ = 1, 16 + 2 * want do
     redis.call('ZADD', best, z[2], owner) -- its next export is not ready yet
   elseif cap > 0 and tonumber(redis.call('HGET', running, owner) or '0') >= cap then
     redis.call('ZADD', best, t + park, owner)
+  elseif redis.call('HEXISTS', info, z[1]) == 1 then
+    redis.call('ZREM', q, z[1]) -- an attempt of it runs already: a stale entry
   else
     local id = z[1]
     redis.call('ZREM', q, id)
@@ -50,7 +56,7 @@ for _ = 1, 16 + 2 * want do
     end
     redis.call('HINCRBY', running, owner, 1)
     redis.call('ZADD', active, t + check, id)
-    redis.call('HSET', info, id, owner .. ' ' .. kind)
+    redis.call('HSET', info, id, owner .. ' ' .. kind .. ' ' .. tokens[(#out - 1) / 4 + 1])
     keep(running); keep(active); keep(info)
     table.insert(out, id); table.insert(out, owner); table.insert(out, kind)
     table.insert(out, tostring(t - tonumber(z[2])))

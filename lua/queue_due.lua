@@ -7,7 +7,7 @@
 -- ARGV[4] -> ms to put their next check off by
 --
 -- Returns:
--- {id, "<owner hash> <kind>", ...}
+-- {id, "<owner hash> <kind> <lease token>", ...}
 local t = now()
 local ids = redis.call('ZRANGEBYSCORE', active, '-inf', t, 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
