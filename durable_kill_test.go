@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -138,16 +137,8 @@ func TestDurableRollingRestart(t *testing.T) {
 	srv, _ := sharedServers(t)
 	e := newEnv(t, "redis")
 	start := func(enqueue int) (*exec.Cmd, []string) {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), durableWorkerEnv+"="+srv.Addr, "EXPORTER_TEST_PREFIX="+e.prefix,
+		cmd, line := startWorker(t, durableWorkerEnv+"="+srv.Addr, "EXPORTER_TEST_PREFIX="+e.prefix,
 			"EXPORTER_TEST_SERVE="+strconv.Itoa(enqueue))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, err := bufio.NewReader(out).ReadString('\n')
-		require.NoError(t, err)
 		f := strings.Fields(line)
 		require.Equal(t, "ready", f[0])
 		return cmd, f[1:]
@@ -201,15 +192,7 @@ func TestDurableWorkerKilled(t *testing.T) {
 			if name == "cluster" {
 				addr = "cluster:" + strings.Join(cl.Addrs, ",")
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), durableWorkerEnv+"="+addr, "EXPORTER_TEST_PREFIX="+e.prefix)
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			require.NoError(t, cmd.Start())
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			line, err := bufio.NewReader(out).ReadString('\n')
-			require.NoError(t, err)
+			cmd, line := startWorker(t, durableWorkerEnv+"="+addr, "EXPORTER_TEST_PREFIX="+e.prefix)
 			ids := strings.Fields(line)
 			require.Len(t, ids, durableKilled)
 

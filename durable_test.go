@@ -578,3 +578,19 @@ func TestDurableCancelBetweenAttempts(t *testing.T) {
 	require.Len(t, calls.of(job.ID), 1)
 	e.requireTTLs(t)
 }
+
+// TestRetryDelay: a durable export's retries start at most a second after
+// a failed attempt and grow to at most 30 s, with jitter (half to all of
+// the step).
+func TestRetryDelay(t *testing.T) {
+	for n := 1; n <= 40; n++ {
+		step := min(retryFirst<<min(n-1, 10), retryMost)
+		for range 50 {
+			d := retryDelay(n)
+			require.GreaterOrEqual(t, d, step/2, "attempt %d", n)
+			require.LessOrEqual(t, d, step, "attempt %d", n)
+		}
+	}
+	require.LessOrEqual(t, retryDelay(1), time.Second)
+	require.LessOrEqual(t, retryDelay(1000), 30*time.Second)
+}

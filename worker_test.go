@@ -39,14 +39,13 @@ func workerMain(addr string) int {
 	select {} // until SIGKILL
 }
 
-// TestWorkerKilled kills the process that runs an export: its lease lapses
-// and every instance then reads the job as failed with ErrWorkerLost, its
-// data gone, and a late write with the dead worker's lease is refused.
-func TestWorkerKilled(t *testing.T) {
-	srv, _ := sharedServers(t)
-	e := newEnv(t, "redis")
+// startWorker runs this test binary as a worker process with env added to
+// its environment, and returns it with the first line it prints. It is
+// killed when the test ends.
+func startWorker(t *testing.T, env ...string) (*exec.Cmd, string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), workerEnv+"="+srv.Addr, "EXPORTER_TEST_PREFIX="+e.prefix)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -54,6 +53,16 @@ func TestWorkerKilled(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	require.NoError(t, err)
+	return cmd, line
+}
+
+// TestWorkerKilled kills the process that runs an export: its lease lapses
+// and every instance then reads the job as failed with ErrWorkerLost, its
+// data gone, and a late write with the dead worker's lease is refused.
+func TestWorkerKilled(t *testing.T) {
+	srv, _ := sharedServers(t)
+	e := newEnv(t, "redis")
+	cmd, line := startWorker(t, workerEnv+"="+srv.Addr, "EXPORTER_TEST_PREFIX="+e.prefix)
 	id := strings.TrimSpace(line)
 
 	x := e.exporter(t, Config{LeaseTTL: 500 * time.Millisecond})
@@ -63,7 +72,7 @@ func TestWorkerKilled(t *testing.T) {
 	require.NoError(t, cmd.Process.Kill())
 	cmd.Wait()
 	start := time.Now()
-	job, err = x.WaitExport(testCtx(t), alice, id)
+	job, err := x.WaitExport(testCtx(t), alice, id)
 	require.NoError(t, err)
 	require.Equal(t, StatusFailed, job.Status)
 	require.Equal(t, ErrWorkerLost.Error(), job.Error)
