@@ -54,7 +54,7 @@ func main() {
 	var only string
 	flag.StringVar(&o.addr, "addr", "", "use the Redis at `HOST:PORT` instead of starting one; only keys under a random prefix are touched and deleted at the end")
 	flag.IntVar(&o.reps, "reps", 5, "repetitions of each side of each workload (exporter and raw alternate)")
-	flag.StringVar(&only, "only", "", "comma-separated workload `ids` to run (W1,W2,W2b,W2b-4K,W2b-16K,W2b-1M,W3,W4,W5,W6,W7,M1,M2,M3); empty runs all")
+	flag.StringVar(&only, "only", "", "comma-separated workload `ids` to run (W1,W2,W2b,W2b-4K,W2b-16K,W2b-1M,W3,W4,W5,W6,W6-1M,W7,M1,M2,M3); empty runs all")
 	flag.BoolVar(&o.quick, "quick", false, "smoke run: smaller sizes (32 MiB exports, 200 W1 jobs, 1 s W3), not comparable with full runs")
 	flag.StringVar(&o.chart, "chart", "", "write an SVG chart of MB/s against chunk size (W2, W2b) to `FILE.svg`")
 	flag.BoolVar(&o.verbose, "v", false, "also print the Redis commands (INFO commandstats deltas) of every side of every repetition")
