@@ -2,7 +2,9 @@ package exporter
 
 import (
 	"context"
+	"errors"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -158,4 +160,104 @@ func TestDurableLateRelease(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, c, "the running export was claimed a second time")
 	})
+}
+
+// TestDurableEnqueueDies: an enqueuing process dies half way through its
+// Enqueue on a Cluster, after its job's node got its commands and before
+// the queue shard's node got any (the two are different connections, so a
+// death between them is possible). The export must not be left recorded
+// but never queued: a restarted instance either runs it or never sees it.
+func TestDurableEnqueueDies(t *testing.T) {
+	e := newEnv(t, "cluster")
+	ctx := testCtx(t)
+	dying := e.newClient(t)
+	// The scripts are loaded already, as on a server that ran for a while
+	// (else the death would come at a NOSCRIPT's reload).
+	require.NoError(t, dying.(*redis.ClusterClient).ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		for _, s := range []*redis.Script{scriptEnqueue, scriptQueuePush} {
+			if err := s.Load(ctx, c).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	death := &dieAtQueue{}
+	dying.AddHook(death)
+	const size = 3*testChunk + 1
+	job := &Job{ID: uuid.NewString(), Owner: alice.ID, Status: StatusPending, ChunkSize: testChunk,
+		Kind: "rows", Args: durableArgs(6, size)}
+	_, err := NewRedisStore(dying).WithPrefix(e.prefix).Enqueue(ctx, job, newToken(), 3, time.Hour)
+	require.ErrorIs(t, err, errDied)
+	require.True(t, death.dead.Load(), "the enqueue never reached the queue shard")
+
+	calls := &sourceCalls{}
+	x := e.exporter(t, Config{ChunkSize: testChunk, Sources: map[string]Source{"rows": seekingSource(t, calls, nil, 0)}})
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got, err := x.GetExportStatus(ctx, alice, job.ID)
+		if errors.Is(err, ErrNotFound) {
+			return // never recorded: the dead caller was told nothing
+		}
+		require.NoError(t, err)
+		if got.Status == StatusCompleted {
+			require.Equal(t, patternSum(6, size), got.Checksum)
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "the export is recorded %s but nothing runs it", got.Status)
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// errDied is what a dieAtQueue client's commands fail with once it died.
+var errDied = errors.New("the process died")
+
+// dieAtQueue is a go-redis hook that plays a process dying as it sends
+// its first command to a queue shard: that command and every later one
+// are never sent. The commands of a pipeline that go elsewhere are sent,
+// as a Cluster client sends each node's share on its own connection.
+type dieAtQueue struct{ dead atomic.Bool }
+
+func (h *dieAtQueue) queue(cmd redis.Cmder) bool {
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.HasSuffix(s, "}:active") {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *dieAtQueue) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *dieAtQueue) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.dead.Load() || h.queue(cmd) {
+			h.dead.Store(true)
+			cmd.SetErr(errDied)
+			return errDied
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *dieAtQueue) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var sent []redis.Cmder
+		for _, c := range cmds {
+			if h.dead.Load() || h.queue(c) {
+				h.dead.Store(true)
+				c.SetErr(errDied)
+			} else {
+				sent = append(sent, c)
+			}
+		}
+		if len(sent) > 0 {
+			if err := next(ctx, sent); err != nil {
+				return err
+			}
+		}
+		if len(sent) < len(cmds) {
+			return errDied
+		}
+		return nil
+	}
 }

@@ -27,9 +27,9 @@ import (
 // both is two scripts, ordered so that a crash between them leaves what
 // the recoverer repairs: a claim tracks the attempt before it takes the
 // job's lease (a claim whose job is gone is settled; an attempt whose
-// lease lapses is queued again), and an enqueue queues the id, ready
-// after enqueueGrace, before it records the job (an id whose job never
-// came is dropped by its claim).
+// lease lapses is queued again), and an enqueue queues the id before it
+// records the job (an id whose job never came is dropped by its claim,
+// enqueueGrace after it was queued).
 
 // queueShards is how many shards the queue has: enough to spread the
 // queues of a busy service over the masters of a Cluster, few enough that
@@ -93,6 +93,14 @@ func (s *RedisStore) push(ctx context.Context, h, kind, id string, delay time.Du
 }
 
 // Enqueue implements Queue.
+//
+// An export must never be recorded without being queued: nothing would
+// run it. On one server the queue push rides the creation's round trip,
+// after it (a server runs one connection's commands in order, and a
+// client that dies sends the whole pipeline or none of it). On a Cluster
+// the two go to different nodes, so the push goes first, unannounced, and
+// the creation follows with the announcement: a client that dies in
+// between leaves a queued id whose job never came, which its claim drops.
 func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAttempts int, retention time.Duration) (*Job, error) {
 	fields, err := encodeJob(job, retention)
 	if err != nil {
@@ -103,16 +111,21 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 	n := shardOf(h)
 	tag, shardKeys := s.shard(n)
 	index := s.ownerKey(job.Owner)
+	_, cluster := s.client.(*redis.ClusterClient)
+	if cluster {
+		if _, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, job.ID, h, job.Kind, 0, "", "", n); err != nil {
+			return nil, err
+		}
+	}
 	var old *redis.Cmd
-	// The id is queued, ready at once, in the same round trip as the job's
-	// creation and its owner's index. On one server the creation comes
-	// first; on a Cluster they go to different nodes, and a claim may come
-	// before the creation: it queues a young id whose job is missing again
-	// (see begin).
-	var push *redis.Cmd
+	var push redis.Cmder
 	res, err := s.pipelined(ctx, scriptEnqueue, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
 		old = s.indexJob(ctx, pipe, index, job.ID, retention)
 	}, func(pipe redis.Pipeliner) {
+		if cluster {
+			push = pipe.Publish(ctx, s.eventsChannel(), job.ID+" pending "+job.Kind+" "+strconv.Itoa(n))
+			return
+		}
 		push = pipe.Eval(ctx, luaQueuePush, shardKeys, tag, max(2*retention, queueMinTTL).Milliseconds(),
 			job.ID, h, job.Kind, 0, "", s.eventsChannel(), n)
 	})
@@ -126,9 +139,12 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 	if err != nil {
 		return nil, err
 	}
-	if push.Err() == nil {
+	switch {
+	case push.Err() == nil || cluster:
+		// Queued (an announcement lost on a Cluster only delays its claim
+		// to the claimers' next poll).
 		s.idle.ready(n)
-	} else {
+	default:
 		// The job is recorded but not queued: queue it now.
 		if err := s.push(ctx, h, job.Kind, job.ID, 0, "", retention); err != nil {
 			return nil, err
