@@ -39,6 +39,7 @@ type Job struct {
 	Owner      string            `json:"owner"`                // User.ID of the starter
 	Status     Status            `json:"status"`               // see Status
 	Bytes      int64             `json:"bytes"`                // bytes stored so far, a whole chunk at a time; never decreases (not reset when data is removed)
+	Read       int64             `json:"read"`                 // bytes read from the source so far, at least Bytes: progress inside a chunk, recorded at least every second while the source delivers bytes; never decreases
 	Total      int64             `json:"total"`                // expected size from WithTotal, 0 if unknown
 	Checksum   string            `json:"checksum,omitempty"`   // "sha256:<64 hex>" of the stored bytes, set when completed
 	Error      string            `json:"error,omitempty"`      // why it failed or was cancelled, for people; "" otherwise
@@ -55,18 +56,20 @@ type Job struct {
 	Attempt    int               `json:"attempt,omitempty"`    // attempts of a durable export begun so far: 1 once the first runs; 0 while never run
 }
 
-// Progress returns Bytes/Total in [0, 1], or 0 when Total is unknown.
-// A completed export reports 1.
+// Progress returns Read/Total in [0, 1] (the bytes read from the source,
+// which moves inside a chunk), or 0 when Total is unknown. A completed
+// export reports 1.
 func (j *Job) Progress() float64 {
+	read := max(j.Read, j.Bytes)
 	switch {
 	case j.Status == StatusCompleted:
 		return 1
 	case j.Total <= 0:
 		return 0
-	case j.Bytes >= j.Total:
+	case read >= j.Total:
 		return 1
 	}
-	return float64(j.Bytes) / float64(j.Total)
+	return float64(read) / float64(j.Total)
 }
 
 func (j *Job) clone() *Job {
@@ -88,6 +91,7 @@ const (
 	fOwner     = "owner"
 	fStatus    = "status"
 	fBytes     = "bytes"
+	fRead      = "read" // absent until a run records progress inside a chunk
 	fTotal     = "total"
 	fChecksum  = "checksum"
 	fError     = "error"
@@ -185,6 +189,14 @@ func decodeJob(h map[string]string) (*Job, error) {
 	j.Kind = h[fKind]
 	if a, ok := h[fArgs]; ok {
 		j.Args = []byte(a)
+	}
+	j.Read = j.Bytes
+	if _, ok := h[fRead]; ok {
+		n, err := parseInt(h, fRead)
+		if err != nil {
+			return nil, err
+		}
+		j.Read = max(n, j.Bytes)
 	}
 	if _, ok := h[fAttempt]; ok {
 		n, err := parseInt(h, fAttempt)

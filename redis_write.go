@@ -40,6 +40,7 @@ type writeArgs struct {
 	code   string // with final StatusFailed: the error code
 	hash   []byte // the SHA-256 state after the chunks (durable exports)
 	count  int64  // chunks a completed job holds
+	read   int64  // bytes read from the source so far (Job.Read), or 0
 	seal   bool   // record text and count as what completes the job
 }
 
@@ -52,13 +53,13 @@ func (a writeArgs) argv(events string) []any {
 	if a.seal {
 		seal = "seal"
 	}
-	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal, a.code, a.hash}
+	return []any{events, a.token, a.ttl.Milliseconds(), begin, a.index, a.chunks, a.bytes, string(a.final), a.text, a.count, seal, a.code, a.hash, a.read}
 }
 
 // Write implements Store.
 func (s *RedisStore) Write(ctx context.Context, id string, lease Lease, w ChunkWrite) error {
 	a := writeArgs{token: lease.Token, ttl: lease.TTL, begin: w.Begin, index: w.Index, chunks: len(w.Chunks),
-		bytes: w.Bytes, final: w.Final, text: w.Checksum, count: w.Count, hash: w.Hash}
+		bytes: w.Bytes, final: w.Final, text: w.Checksum, count: w.Count, hash: w.Hash, read: w.Read}
 	if w.Final == StatusFailed {
 		a.text, a.code = w.Reason, w.Code
 	}

@@ -121,6 +121,11 @@ type ChunkWrite struct {
 	Index  int64    // index of Chunks[0]
 	Chunks [][]byte // each exactly the job's ChunkSize but for the export's last
 	Bytes  int64    // the job's Bytes once Chunks are stored
+	// Read is the bytes read from the source so far (Job.Read), ahead of
+	// the stored ones while a chunk fills: a store keeps the largest Read
+	// it was given. 0 changes nothing. A write with Read and no Chunks is a
+	// run's progress report.
+	Read int64
 
 	Final    Status // "", StatusCompleted or StatusFailed
 	Checksum string // with StatusCompleted: "sha256:<hex>" of all bytes

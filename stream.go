@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -151,6 +152,9 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 		// into its first write.
 		begin = beginLater(e, rn)
 	}
+	prog := startProgress(e, rn, total)
+	defer prog.stop()
+	src.count = &prog.read
 	for {
 		buf := e.bufs.get(size)
 		n, err := src.fill(buf)
@@ -168,6 +172,7 @@ func (e *Exporter) copyChunks(rn *run) (int64, error) {
 		}
 		sum.Write(buf[:n])
 		total += int64(n)
+		prog.chunks.Store(total)
 		c := chunk{data: buf[:n]}
 		if rn.attempt != nil {
 			c.hash, _ = sum.(encoding.BinaryMarshaler).MarshalBinary() // never fails
@@ -359,8 +364,12 @@ func (w *chunkWriter) write() error {
 const maxEmptyReads = 100
 
 // source reads an export's source defensively: a panic becomes an error,
-// an impossible count is an error, and endless empty reads end.
-type source struct{ r io.Reader }
+// an impossible count is an error, and endless empty reads end. It counts
+// the bytes it reads into count, if not nil.
+type source struct {
+	r     io.Reader
+	count *atomic.Int64
+}
 
 // fill reads until p is full or the source returns an error (io.EOF at
 // the end).
@@ -373,6 +382,9 @@ func (s source) fill(p []byte) (n int, err error) {
 			return n, fmt.Errorf("source Read returned %d for a %d-byte buffer", m, len(p)-n)
 		}
 		n += m
+		if m > 0 && s.count != nil {
+			s.count.Add(int64(m))
+		}
 		if m > 0 || err != nil {
 			empty = 0
 		} else if empty++; empty >= maxEmptyReads {

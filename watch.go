@@ -24,7 +24,7 @@ func WatchEvery(d time.Duration) WatchOption {
 }
 
 // WatchExport returns the snapshots of job id as it progresses: the job as
-// it is, then a snapshot whenever its status or Bytes changed (at most one
+// it is, then a snapshot whenever its status, Bytes or Read changed (at most one
 // per WatchEvery interval), ending with the terminal one. The sequence
 // ends after the terminal snapshot, at the first error (yielded with a nil
 // job: those of GetExportStatus, or ctx's), or when the caller stops. As
@@ -35,9 +35,9 @@ func WatchEvery(d time.Duration) WatchOption {
 // or its error: an HTTP handler can take it first and answer 404 before it
 // commits to a stream, as examples/httpserver does.
 //
-// Bytes advances a chunk (Job.ChunkSize) at a time, so a slow source shows
-// progress in steps: at 64 KiB chunks, a source that delivers 1 KiB a
-// second moves Bytes once a minute.
+// Bytes advances a chunk (Job.ChunkSize) at a time; Read, the bytes read
+// from the source, is recorded at least every second while the source
+// delivers bytes, so progress shows inside a chunk: show Read.
 //
 // It is driven by store events, across instances: while it runs it marks
 // the job as watched, and the instance that runs the job announces each
@@ -127,7 +127,7 @@ func (e *Exporter) watchExport(ctx context.Context, user User, id string, every 
 			t.Reset(poll)
 			continue
 		}
-		if job.Status != last.Status || job.Bytes != last.Bytes {
+		if job.Status != last.Status || job.Bytes != last.Bytes || job.Read != last.Read {
 			if !yield(job, nil) {
 				return nil
 			}

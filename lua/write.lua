@@ -19,6 +19,8 @@
 -- ARGV[12] -> error code (failed): Job.ErrorCode
 -- ARGV[13] -> the SHA-256 state after this write's chunks (durable exports,
 --             for a resume), or ""
+-- ARGV[14] -> the bytes read from the source so far (Job.Read): kept if
+--             larger than the stored figure; "0" changes nothing
 --
 -- Returns:
 -- {"ok"}
@@ -90,6 +92,10 @@ elseif extra > 0 then
 end
 if tonumber(j.bytes) < tonumber(ARGV[7]) then
   table.insert(set, 'bytes'); table.insert(set, ARGV[7])
+end
+local read = tonumber(ARGV[14]) or 0
+if read > 0 and read > (tonumber(redis.call('HGET', meta, 'read')) or 0) then
+  table.insert(set, 'read'); table.insert(set, ARGV[14])
 end
 if st == 'pending' and ARGV[4] == '1' then
   table.insert(set, 'status'); table.insert(set, 'running')

@@ -72,6 +72,7 @@ func Run(t *testing.T, h Harness) {
 		{"WriteGap", testWriteGap},
 		{"Fencing", testFencing},
 		{"WriteRenewsLease", testWriteRenewsLease},
+		{"Progress", testProgress},
 		{"Lapse", testLapse},
 		{"Complete", testComplete},
 		{"Fail", testFail},
@@ -384,6 +385,35 @@ func testWriteRenewsLease(t *testing.T, s *suite) {
 		s.must(s.store.Write(s.ctx(), job.ID, lease, write(int64(i), chunk('a', chunkSize))), "Write within the lease")
 	}
 	s.status(job.ID, exporter.StatusRunning)
+}
+
+// A write with Read and no chunks records the progress inside a chunk:
+// Job.Read keeps the largest Read given, never less than Bytes; it begins
+// a pending job when asked to; it is fenced like any write.
+func testProgress(t *testing.T, s *suite) {
+	job, lease := s.create("alice")
+	if got := s.get(job.ID); got.Read != 0 {
+		t.Fatalf("a new job reads Read %d, want 0", got.Read)
+	}
+	s.must(s.store.Write(s.ctx(), job.ID, lease, exporter.ChunkWrite{Begin: true, Read: 100}), "Write(Read 100)")
+	if got := s.status(job.ID, exporter.StatusRunning); got.Read != 100 || got.Bytes != 0 {
+		t.Fatalf("after a progress write of 100: Read %d, Bytes %d; want 100, 0", got.Read, got.Bytes)
+	}
+	s.must(s.store.Write(s.ctx(), job.ID, lease, exporter.ChunkWrite{Read: 40}), "Write(Read 40), late")
+	if got := s.get(job.ID); got.Read != 100 {
+		t.Fatalf("a late progress write of 40 moved Read from 100 to %d", got.Read)
+	}
+	s.must(s.store.Write(s.ctx(), job.ID, lease, write(0, chunk('a', chunkSize), chunk('b', chunkSize))), "Write(0, 1)")
+	if got := s.get(job.ID); got.Read != 2*chunkSize || got.Bytes != 2*chunkSize {
+		t.Fatalf("after two chunks stored: Read %d, Bytes %d; want both %d", got.Read, got.Bytes, 2*chunkSize)
+	}
+	other := exporter.Lease{Token: "another-token", TTL: leaseTTL}
+	if err := s.store.Write(s.ctx(), job.ID, other, exporter.ChunkWrite{Read: 10 * chunkSize}); !errors.Is(err, exporter.ErrLeaseLost) {
+		t.Fatalf("a progress write under another lease returned %v, want ErrLeaseLost", err)
+	}
+	if got := s.get(job.ID); got.Read != 2*chunkSize {
+		t.Fatalf("a fenced progress write moved Read to %d", got.Read)
+	}
 }
 
 // A pending or running job whose lease lapsed is first recorded as failed

@@ -37,6 +37,9 @@ func writeJob(w io.Writer, job *exporter.Job, now time.Time) error {
 	default:
 		line("bytes", "%d (%s; total unknown)", job.Bytes, formatBytes(job.Bytes))
 	}
+	if job.Read > job.Bytes {
+		line("read", "%d (%s; stored a chunk at a time)", job.Read, formatBytes(job.Read))
+	}
 	line("progress", "%s", formatProgress(job))
 	if job.Checksum != "" {
 		line("checksum", "%s", job.Checksum)
@@ -65,7 +68,7 @@ func writeJob(w io.Writer, job *exporter.Job, now time.Time) error {
 // jobLine is job on one line, as watch and wait print it.
 func jobLine(job *exporter.Job, now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  %s  %-9s %s", now.Local().Format(time.TimeOnly), job.ID, job.Status, formatBytes(job.Bytes))
+	fmt.Fprintf(&b, "%s  %s  %-9s %s", now.Local().Format(time.TimeOnly), job.ID, job.Status, formatBytes(max(job.Read, job.Bytes)))
 	if job.Total > 0 {
 		fmt.Fprintf(&b, " of %s", formatBytes(job.Total))
 	}
@@ -93,7 +96,7 @@ func writeTable(w io.Writer, jobs []*exporter.Job) error {
 		if name == "" {
 			name = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Status, formatBytes(j.Bytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Status, formatBytes(max(j.Read, j.Bytes)),
 			formatProgress(j), j.CreatedAt.Local().Format(time.DateTime), name)
 	}
 	return tw.Flush()

@@ -45,7 +45,7 @@ func (o *offsets) last() int64 {
 }
 
 // durableSource is the Source of the kind "report": the rows from offset
-// on, at 4 MB/s.
+// on, at 4 MiB/s.
 func durableSource(seen *offsets) exporter.Source {
 	return func(ctx context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
 		seen.add(offset)
@@ -90,7 +90,7 @@ func resumeElsewhere(ctx context.Context, newClient func() *redis.Client, prefix
 	if err != nil {
 		return err
 	}
-	fmt.Printf("export 3: a durable export of kind %q (%s), job %s\n", job.Kind, mb(job.Total), job.ID)
+	fmt.Printf("export 3: a durable export of kind %q (%s), job %s\n", job.Kind, mib(job.Total), job.ID)
 	for job.Bytes < 1<<20 {
 		time.Sleep(20 * time.Millisecond)
 		if job, err = c.GetExportStatus(ctx, user, job.ID); err != nil {
@@ -105,7 +105,7 @@ func resumeElsewhere(ctx context.Context, newClient func() *redis.Client, prefix
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  instance C shut down with %s stored; the export reads %s\n", mb(job.Bytes), job.Status)
+	fmt.Printf("  instance C shut down with %s stored; the export reads %s\n", mib(job.Bytes), job.Status)
 
 	d, err := exporter.New(exporter.NewRedisStore(clientD).WithPrefix(prefix), cfg)
 	if err != nil {

@@ -73,19 +73,25 @@ function clearError() {
 
 // Formatting.
 
+// formatBytes writes n in binary (IEC) units with one decimal, as
+// exportctl does: 512 B, 3.0 MiB.
 function formatBytes(n) {
-  if (n < 1000) {
+  if (n < 1024) {
     return `${n} B`;
   }
-  const units = ['kB', 'MB', 'GB', 'TB'];
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
   let u = -1;
   do {
-    v /= 1000;
+    v /= 1024;
     u++;
-  } while (v >= 1000 && u < units.length - 1);
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+  } while (v >= 1024 && u < units.length - 1);
+  return `${v.toFixed(1)} ${units[u]}`;
 }
+
+// readOf is the bytes read from the export's source (job.read), which
+// moves inside a chunk, where job.bytes moves a chunk at a time.
+const readOf = (job) => Math.max(job.read || 0, job.bytes);
 
 function formatTime(iso) {
   const d = new Date(iso);
@@ -102,7 +108,7 @@ function progressOf(job) {
   if (!job.total) {
     return 0;
   }
-  return Math.min(1, job.bytes / job.total);
+  return Math.min(1, readOf(job) / job.total);
 }
 
 // The list.
@@ -143,12 +149,12 @@ function newer(li, job) {
   if (rank[job.status] !== rank[shown]) {
     return rank[job.status] > rank[shown];
   }
-  return !isLive(shown) ? false : job.bytes >= Number(li.dataset.bytes || 0);
+  return !isLive(shown) ? false : readOf(job) >= Number(li.dataset.bytes || 0);
 }
 
 function render(li, job) {
   li.dataset.status = job.status;
-  li.dataset.bytes = String(job.bytes);
+  li.dataset.bytes = String(readOf(job));
   const md = job.metadata || {};
   li.querySelector('.filename').textContent = md.filename || job.id;
   li.querySelector('.filename').title = job.id;
@@ -159,8 +165,8 @@ function render(li, job) {
   progress.setAttribute('value', String(value));
   progress.title = `${Math.round(100 * value)}%`;
   li.querySelector('.bytes').textContent = job.total
-    ? `${formatBytes(job.bytes)} of ${formatBytes(job.total)}`
-    : formatBytes(job.bytes);
+    ? `${formatBytes(readOf(job))} of ${formatBytes(job.total)}`
+    : formatBytes(readOf(job));
   const meta = [];
   if (md.rows) {
     meta.push(`${Number(md.rows).toLocaleString()} rows`);
