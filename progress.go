@@ -37,7 +37,7 @@ func startProgress(e *Exporter, rn *run, offset int64) *progress {
 	p := &progress{e: e, rn: rn, sent: offset, exited: make(chan struct{}, 1)}
 	p.read.Store(offset)
 	p.chunks.Store(offset)
-	p.mu.Lock() // a tick reads p.t under mu
+	p.mu.Lock()                                 // a tick reads p.t under mu
 	p.t = time.AfterFunc(progressEvery, p.tick) // owned: stop waits for it
 	p.mu.Unlock()
 	return p
