@@ -158,6 +158,33 @@ func (e *Exporter) wakeClaimer() {
 // woken (the wake-ups are pub/sub events, which can be lost).
 const claimPoll = time.Second
 
+// readyTimer is what a Queue can tell a claimer that found nothing to
+// take: when an export it knows of becomes ready (one queued with a delay,
+// a retry), so that the claimer looks then rather than at its next poll.
+// The zero time: look again now.
+type readyTimer interface {
+	nextReady(kinds []string) time.Time
+}
+
+// claimWait is how long the claimer sleeps, unless woken, after a claim
+// that took fewer exports than it had slots for: until the queue's next
+// export is ready, if the queue knows, and claimPoll at most.
+func (e *Exporter) claimWait(kinds []string) time.Duration {
+	q, ok := e.queue.(readyTimer)
+	if !ok {
+		return claimPoll
+	}
+	next := q.nextReady(kinds)
+	if next.IsZero() {
+		return claimNow
+	}
+	return min(max(time.Until(next), claimNow), claimPoll)
+}
+
+// claimNow is the claimer's shortest sleep, so that a shard that keeps
+// answering "ready now" without giving anything cannot make it spin.
+const claimNow = 5 * time.Millisecond
+
 // claim takes durable exports from the queue while this Exporter has a
 // free run slot, and starts an attempt of each. It is one of the
 // background goroutines of an Exporter with Sources.
@@ -173,12 +200,12 @@ func (e *Exporter) claim() {
 		case <-e.claimWake:
 		case <-t.C:
 		}
-		failed := false
+		failed, short := false, false
 		for e.base.Err() == nil {
 			// As many as there are free run slots, in one Claim.
 			n := e.sched.reserveSlots()
 			if n == 0 {
-				break
+				break // a slot that comes free wakes the claimer
 			}
 			leases := make([]Lease, n)
 			for i := range leases {
@@ -198,13 +225,18 @@ func (e *Exporter) claim() {
 				failed = true
 			}
 			if err != nil || len(claims) < n {
+				short = true
 				break
 			}
 		}
-		if failed {
+		switch {
+		case failed:
 			t.Reset(backoff)
 			backoff = min(2*backoff, claimPoll)
-		} else {
+		case short:
+			t.Reset(e.claimWait(kinds))
+			backoff = 50 * time.Millisecond
+		default:
 			t.Reset(claimPoll)
 			backoff = 50 * time.Millisecond
 		}

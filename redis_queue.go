@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,16 +79,14 @@ func (s *RedisStore) runShard(ctx context.Context, script *redis.Script, n int, 
 // push queues id of owner (by its hash), ready after delay. With the
 // lease token of its attempt (forget) it first stops tracking that
 // attempt, and changes nothing if another is tracked (see lua/queue.lua).
-// A push ready at once is announced to claimers.
+// The push is announced to claimers, even one ready later: a claimer
+// told of it learns when it is ready (see Claim) and looks again then.
 func (s *RedisStore) push(ctx context.Context, h, kind, id string, delay time.Duration, forget string, retention time.Duration) error {
-	events := ""
-	if delay <= 0 {
-		delay, events = 0, s.eventsChannel()
-	}
+	delay = max(delay, 0)
 	n := shardOf(h)
-	_, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, id, h, kind, delay.Milliseconds(), forget, events, n)
-	if err == nil && delay == 0 {
-		s.idle.ready(n)
+	_, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, id, h, kind, delay.Milliseconds(), forget, s.eventsChannel(), n)
+	if err == nil {
+		s.idle.readyAt(n, time.Now().Add(delay))
 	}
 	return err
 }
@@ -181,15 +180,47 @@ func (m *idleShards) of(kinds []string) *[queueShards]atomic.Int64 {
 }
 
 // ready forgets that shard n was empty.
-func (m *idleShards) ready(n int) {
+func (m *idleShards) ready(n int) { m.readyAt(n, time.Time{}) }
+
+// readyAt notes that an export in shard n is ready at t (a delayed push
+// of this store): the shard is probed again then, if it was to be
+// skipped for longer.
+func (m *idleShards) readyAt(n int, t time.Time) {
 	if n < 0 || n >= queueShards {
 		return
+	}
+	ms := int64(0)
+	if !t.IsZero() {
+		ms = t.UnixMilli()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, idle := range m.kinds {
-		idle[n].Store(0)
+		for {
+			v := idle[n].Load()
+			if v <= ms || idle[n].CompareAndSwap(v, ms) {
+				break
+			}
+		}
 	}
+}
+
+// nextReady implements readyTimer: the earliest time a shard that a
+// Claim of kinds skips may be probed again, or the zero time if one is
+// probed at once.
+func (s *RedisStore) nextReady(kinds []string) time.Time {
+	kinds = slices.Clone(kinds)
+	slices.Sort(kinds)
+	kinds = slices.Compact(kinds)
+	idle := s.idle.of(kinds)
+	next := int64(math.MaxInt64)
+	for n := range idle {
+		next = min(next, idle[n].Load())
+	}
+	if next <= time.Now().UnixMilli() {
+		return time.Time{}
+	}
+	return time.UnixMilli(next)
 }
 
 // Claim implements Queue. It probes the shards, one script each, from a
@@ -313,8 +344,10 @@ func (s *RedisStore) begin(ctx context.Context, n int, ids []taken, leases []Lea
 			if ids[i].age < enqueueGrace {
 				// Its creation may not have reached its node yet (a Cluster):
 				// queue it again, a little later.
+				retry := missingRetry(ids[i].age)
 				settles = append(settles, []any{scriptQueuePush, tag, queueMinTTL.Milliseconds(), ids[i].id, ids[i].owner,
-					ids[i].kind, missingRetry.Milliseconds(), leases[i].Token, "", n})
+					ids[i].kind, retry.Milliseconds(), leases[i].Token, "", n, ids[i].age.Milliseconds()})
+				s.idle.readyAt(n, time.Now().Add(retry))
 				break
 			}
 			settles = append(settles, []any{scriptQueueSettle, tag, queueMinTTL.Milliseconds(), ids[i].id, "forget", 0, leases[i].Token})
@@ -334,12 +367,16 @@ func (s *RedisStore) begin(ctx context.Context, n int, ids []taken, leases []Lea
 // taken is an export a claim script took from its queue.
 type taken struct {
 	id, owner, kind string
-	age             time.Duration // since it was ready
+	age             time.Duration // since it was ready (first queued, if its job was found missing before)
 }
 
 // missingRetry is how much later a young export whose job a claim did not
-// find is queued again.
-const missingRetry = 200 * time.Millisecond
+// find is queued again, age after it was queued: soon at first (its
+// creation is most likely one round trip behind its push), then less
+// often, up to once a second until enqueueGrace.
+func missingRetry(age time.Duration) time.Duration {
+	return min(max(age, 20*time.Millisecond), time.Second)
+}
 
 // replyHash reads field, value pairs of a script's reply.
 func replyHash(res []any) map[string]string {

@@ -11,6 +11,8 @@
 -- ARGV[1] -> <prefix>{q<n>}:, the tag of the keys the scripts name themselves:
 --              <tag>ready:<kind>              zset: owner hash -> when its turn comes, ms
 --              <tag>jobs:<kind>:<owner hash>  zset: id -> when it is ready, ms
+--              <tag>born                      hash: id -> when it was first queued, ms,
+--                                             of the ids a claim found with no job yet
 --            They share the tag, so they live in the slot of KEYS.
 -- ARGV[2] -> the TTL of the shard's keys, ms: extended by every write, never
 --            shortened (twice the longest retention that wrote them)
@@ -28,6 +30,7 @@ local function keep(k)
 end
 local function ready(kind) return tag .. 'ready:' .. kind end
 local function queued(kind, owner) return tag .. 'jobs:' .. kind .. ':' .. owner end
+local born = tag .. 'born'
 -- push(id, owner, kind, at) queues id, ready at ms at, and gives its owner
 -- a turn no later than at.
 local function push(id, owner, kind, at)

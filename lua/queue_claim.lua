@@ -16,6 +16,8 @@
 --
 -- Returns:
 -- {"ok", id, owner hash, kind, queued ms ago, ...}  one to ARGV[6] exports, in the order of the turns
+--   (queued: first queued, for an id queued again because its job was
+--   missing; else ready)
 -- {"none", ms}  nothing ready; the next is ready in ms ("" if none is queued)
 local cap, check, park, want = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local tokens = {}
@@ -46,8 +48,11 @@ for _ = 1, 16 + 2 * want do
     redis.call('ZADD', best, t + park, owner)
   elseif redis.call('HEXISTS', info, z[1]) == 1 then
     redis.call('ZREM', q, z[1]) -- an attempt of it runs already: a stale entry
+    redis.call('HDEL', born, z[1])
   else
     local id = z[1]
+    local since = tonumber(redis.call('HGET', born, id) or z[2])
+    redis.call('HDEL', born, id)
     redis.call('ZREM', q, id)
     if redis.call('ZCARD', q) == 0 then
       redis.call('ZREM', best, owner)
@@ -59,7 +64,7 @@ for _ = 1, 16 + 2 * want do
     redis.call('HSET', info, id, owner .. ' ' .. kind .. ' ' .. tokens[(#out - 1) / 4 + 1])
     keep(running); keep(active); keep(info)
     table.insert(out, id); table.insert(out, owner); table.insert(out, kind)
-    table.insert(out, tostring(t - tonumber(z[2])))
+    table.insert(out, tostring(t - since))
     if (#out - 1) / 4 >= want then return out end
   end
 end
