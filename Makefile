@@ -8,7 +8,7 @@
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help test example serve lint bench fuzz-smoke fuzz soak screenshot
+.PHONY: help test example serve lint bench fuzz-smoke fuzz soak screenshot exportctl
 
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -18,11 +18,16 @@ help: ## List the targets
 # enter it, so test, lint and screenshot name it.
 BROWSERTEST := examples/httpserver/browsertest
 
+# exportctl is a module of its own too (cobra is its requirement, never the
+# library's); go test ./... does not enter it, so test and lint name it.
+EXPORTCTL := cmd/exportctl
+
 # EXPORTER_REQUIRE_REDIS=1 turns a missing redis-server into a failure, never
 # a skip; EXPORTER_REQUIRE_BROWSER=1 does the same for a missing Chromium.
 test: ## Run all tests with -race, on real Redis and in headless Chromium too (installs them if missing; what CI runs)
 	bash scripts/ensure-redis.sh
 	EXPORTER_REQUIRE_REDIS=1 go test -race -count=1 -timeout 15m ./...
+	cd $(EXPORTCTL) && EXPORTER_REQUIRE_REDIS=1 go test -race -count=1 -timeout 10m ./...
 	$(MAKE) fuzz-smoke
 	EXPORTER_REQUIRE_REDIS=1 go test -race -v -run '^TestSoak$$' -count=1 -timeout 5m . -soak 20s
 	bash scripts/ensure-chromium.sh
@@ -65,12 +70,16 @@ lint: ## Check gofmt, go vet, staticcheck and go mod tidy (changes no file)
 	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	go mod tidy -diff
 	cd $(BROWSERTEST) && go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && go mod tidy -diff
+	cd $(EXPORTCTL) && go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && go mod tidy -diff
 
 # The browser test takes the picture of the page that the README shows.
 screenshot: ## Run the browser test and write its screenshot of the example page to docs/httpserver.png
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
 	cd $(BROWSERTEST) && EXPORTER_REQUIRE_REDIS=1 EXPORTER_REQUIRE_BROWSER=1 go test -v -count=1 -timeout 5m -run '^TestPage$$' . -update-screenshot
+
+exportctl: ## Build exportctl into ./exportctl (a module of its own, under cmd/exportctl)
+	go build -C $(EXPORTCTL) -o ../../exportctl .
 
 bench: ## Run the benchmark program (exporter vs raw go-redis; BENCHFLAGS="-quick -reps 1" for a smoke run), then the Go micro-benchmarks
 	go run ./bench $(BENCHFLAGS)

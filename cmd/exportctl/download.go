@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"hash"
 	"io"
@@ -14,14 +13,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/exporterkit/exporter"
 )
 
-var downloadCommand = &command{
-	name:    "download",
-	args:    "ID -o FILE|-",
-	summary: "download a completed export, resuming an interrupted download",
-	help: `
+func (a *app) downloadCommand() *cobra.Command {
+	o := &downloadOptions{}
+	cmd := &cobra.Command{
+		Use:   "download ID -o FILE|-",
+		Short: "download a completed export, resuming an interrupted download",
+		Long: `Download a completed export, resuming an interrupted download.
+
 The bytes go to FILE.part, which is renamed to FILE once its SHA-256 matches
 the export's checksum. An interrupted download leaves FILE.part: run the same
 command again and it fetches only the rest ("resuming at N of M bytes"). So
@@ -39,13 +42,14 @@ the bytes go to stdout from the start (no resume), verified as they stream:
 on a mismatch the bytes are already out, and the exit code is 10.
 
 An export that has not completed exits 4; 'exportctl wait ID' first.`,
-	setup: func(fs *flag.FlagSet, a *app) func(context.Context, []string) error {
-		o := &downloadOptions{}
-		fs.StringVar(&o.out, "o", "", "write to `FILE` (by way of FILE.part), or - for stdout (required)")
-		fs.BoolVar(&o.force, "f", false, "start over: replace FILE and FILE.part")
-		fs.BoolVar(&o.quiet, "q", false, "no progress or summary on stderr")
-		return func(ctx context.Context, args []string) error { return a.download(ctx, args, o) }
-	},
+		ValidArgsFunction: a.completeID,
+		RunE:              func(cmd *cobra.Command, args []string) error { return a.download(cmd.Context(), args, o) },
+	}
+	flags := cmd.Flags()
+	flags.StringVarP(&o.out, "output", "o", "", "write to `FILE` (by way of FILE.part), or - for stdout (required)")
+	flags.BoolVarP(&o.force, "force", "f", false, "start over: replace FILE and FILE.part")
+	flags.BoolVarP(&o.quiet, "quiet", "q", false, "no progress or summary on stderr")
+	return cmd
 }
 
 type downloadOptions struct {

@@ -76,10 +76,12 @@ func exitCode(err error) int {
 }
 
 // usageError is a mistake in the command line; cmd names the command
-// whose help to point at ("" for the tool's).
+// whose help to point at ("" for the tool's). With showUsage the tool's
+// usage follows the message, rather than a pointer to the help.
 type usageError struct {
-	cmd string
-	msg string
+	cmd       string
+	msg       string
+	showUsage bool
 }
 
 func (e *usageError) Error() string { return e.msg }

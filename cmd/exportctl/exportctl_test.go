@@ -69,6 +69,19 @@ func TestUsage(t *testing.T) {
 		{name: "start missing file", args: []string{"start", "/nonexistent/exportctl-test"}, code: exitError, stderr: "no such file"},
 		{name: "start directory", args: []string{"start", os.TempDir()}, code: exitUsage, stderr: "is a directory"},
 		{name: "bad URL", args: []string{"-redis", "http://x", "status", id}, code: exitUsage, stderr: "-redis"},
+		{name: "suggestion", args: []string{"statu", id}, code: exitUsage, stderr: `did you mean "status"?`, emptyStdio: true},
+		{name: "bad flag, two dashes", args: []string{"list", "--frobnicate"}, code: exitUsage, stderr: "flag provided but not defined: -frobnicate"},
+		{name: "flag without its value", args: []string{"download", id, "-o"}, code: exitUsage, stderr: "flag needs an argument: -output"},
+		{name: "help download", args: []string{"help", "download"}, code: exitOK, stdout: "-o, --output FILE"},
+		{name: "download --help", args: []string{"download", "--help"}, code: exitOK, stdout: "Usage:\n  exportctl [global flags] download [flags] ID -o FILE|-\n"},
+		{name: "status -h", args: []string{"status", "-h"}, code: exitOK, stdout: "Global flags (before or after the command"},
+		{name: "-help after the id", args: []string{"cancel", id, "-help"}, code: exitOK, stdout: "Exit codes:"},
+		{name: "help completion", args: []string{"help", "completion"}, code: exitOK, stdout: "bash"},
+		{name: "help completion bash", args: []string{"completion", "bash", "-h"}, code: exitOK, stdout: "source <(exportctl completion bash)"},
+		{name: "completion bash", args: []string{"completion", "bash"}, code: exitOK, stdout: "# bash completion V2 for exportctl"},
+		{name: "completion zsh", args: []string{"completion", "zsh"}, code: exitOK, stdout: "#compdef exportctl"},
+		{name: "completion fish", args: []string{"completion", "fish"}, code: exitOK, stdout: "complete -c exportctl"},
+		{name: "completion powershell", args: []string{"completion", "powershell"}, code: exitOK, stdout: "Register-ArgumentCompleter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,8 +168,9 @@ func TestStartStatusDownload(t *testing.T) {
 	require.Contains(t, res.stderr, "export "+id+" completed: ")
 	require.Contains(t, res.stderr, sha256sum(data))
 
-	// status, as JSON and for people; the global flag also after the command.
-	for _, args := range [][]string{{"-json", "status", id}, {"status", "-json", id}, {"status", id, "-json"}} {
+	// status, as JSON and for people; the global flag also after the
+	// command, with one dash or two.
+	for _, args := range [][]string{{"-json", "status", id}, {"status", "-json", id}, {"status", id, "-json"}, {"--json", "status", id}} {
 		job := decodeJob(t, e.want(exitOK, args...).stdout)
 		require.Equal(t, id, job.ID)
 		require.Equal(t, exporter.StatusCompleted, job.Status)
@@ -397,6 +411,8 @@ func TestCancelFromAnotherProcess(t *testing.T) {
 	require.Equal(t, exitCancelled, res.code, "%s", res)
 	require.Contains(t, res.stderr, "exportctl: export "+id+" cancelled after ")
 	require.Equal(t, id+"\n", res.stdout)
+	require.NotContains(t, res.stderr, "\r", "stderr is not a terminal: progress comes in plain lines")
+	require.NotContains(t, res.stderr, "\x1b")
 
 	res = watcher.wait(20 * time.Second)
 	require.Equal(t, exitCancelled, res.code, "%s", res)
@@ -611,4 +627,51 @@ func TestCluster(t *testing.T) {
 		require.Equal(t, exitOK, res.code, "%s", res)
 		require.True(t, bytes.Equal(data, []byte(res.stdout)))
 	}
+}
+
+// TestCompletion: the shell asks for completions with `exportctl
+// __complete WORDS...` (what the script of `exportctl completion SHELL`
+// runs at each Tab): the commands, the flags, and the user's export ids,
+// which come from Redis.
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	path, _ := e.randomFile("orders.csv", 10_000)
+	id := e.startFile(path)
+
+	complete := func(words ...string) (lines []string, directive string) {
+		t.Helper()
+		res := e.want(exitOK, append([]string{"__complete"}, words...)...)
+		lines = strings.Split(strings.TrimSuffix(res.stdout, "\n"), "\n")
+		return lines[:len(lines)-1], lines[len(lines)-1]
+	}
+	lines, directive := complete("")
+	require.Contains(t, lines, "download\tdownload a completed export, resuming an interrupted download")
+	require.Contains(t, lines, "completion\tGenerate the autocompletion script for the specified shell")
+	require.Equal(t, ":4", directive, "no file names for a command")
+
+	for _, cmd := range []string{"status", "watch", "wait", "cancel", "download"} {
+		lines, directive = complete(cmd, id[:4])
+		require.Equal(t, []string{id + "\tcompleted orders.csv"}, lines, cmd)
+		require.Equal(t, ":4", directive, cmd)
+	}
+	lines, _ = complete("status", "ffff")
+	require.Empty(t, lines, "no id begins so")
+	lines, _ = complete("status", id, "")
+	require.Empty(t, lines, "one id only")
+	require.NotContains(t, e.as("bob").want(exitOK, "__complete", "status", "").stdout, id, "bob's ids only")
+
+	lines, directive = complete("download", id, "-o", "")
+	require.Empty(t, lines)
+	require.Equal(t, ":0", directive, "-o completes file names")
+	lines, directive = complete("start", "")
+	require.Empty(t, lines)
+	require.Equal(t, ":0", directive, "start completes file names")
+	lines, _ = complete("list", "--l")
+	require.Contains(t, lines, "--limit\texports per page, 1 to 1000")
+
+	// Without Redis there is nothing to offer, and no error.
+	res := runBinary(t, nil, "-redis", "redis://"+closedPort(t), "-user", "alice", "__complete", "status", "")
+	require.Equal(t, exitOK, res.code, "%s", res)
+	require.Equal(t, ":4\n", res.stdout)
 }

@@ -3,66 +3,107 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/exporterkit/exporter"
 )
 
-var statusCommand = &command{
-	name:    "status",
-	args:    "ID",
-	summary: "show an export",
-	help: `
+func (a *app) statusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status ID",
+		Short: "show an export",
+		Long: `Show an export.
+
 Exits 0 when the export was found, whatever its status (a failed export is
 still a successful status read); 3 when it was not. Use 'wait' for an exit
 code that tells the export's end.`,
-	setup: func(_ *flag.FlagSet, a *app) func(context.Context, []string) error {
-		return func(ctx context.Context, args []string) error { return a.status(ctx, args) }
-	},
+		ValidArgsFunction: a.completeID,
+		RunE:              func(cmd *cobra.Command, args []string) error { return a.status(cmd.Context(), args) },
+	}
 }
 
-var watchCommand = &command{
-	name:    "watch",
-	args:    "ID",
-	summary: "print an export's progress until it ends",
-	help: `
+func (a *app) watchCommand() *cobra.Command {
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch ID",
+		Short: "print an export's progress until it ends",
+		Long: `Print an export's progress until it ends.
+
 Prints a line (with -json: the Job) when the export's status or size
 changes, at most one per -every, and exits with the end's code: 0 completed,
 6 failed, 7 cancelled. Ctrl-C stops watching (exit 130), not the export.`,
-	setup: func(fs *flag.FlagSet, a *app) func(context.Context, []string) error {
-		every := fs.Duration("every", time.Second, "least time between two progress lines")
-		return func(ctx context.Context, args []string) error { return a.watch(ctx, args, *every) }
-	},
+		ValidArgsFunction: a.completeID,
+		RunE:              func(cmd *cobra.Command, args []string) error { return a.watch(cmd.Context(), args, every) },
+	}
+	cmd.Flags().DurationVar(&every, "every", time.Second, "least time between two progress lines")
+	_ = cmd.RegisterFlagCompletionFunc("every", cobra.NoFileCompletions) // fails only on an unknown name
+	return cmd
 }
 
-var waitCommand = &command{
-	name:    "wait",
-	args:    "ID",
-	summary: "wait for an export's end, then print it",
-	help: `
+func (a *app) waitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "wait ID",
+		Short: "wait for an export's end, then print it",
+		Long: `Wait for an export's end, then print it.
+
 Prints nothing until the export ends, then one line (with -json: the Job),
 and exits with the end's code: 0 completed, 6 failed, 7 cancelled. An export
 whose worker died ends failed when its lease lapses. Ctrl-C stops waiting
 (exit 130), not the export.`,
-	setup: func(_ *flag.FlagSet, a *app) func(context.Context, []string) error {
-		return func(ctx context.Context, args []string) error { return a.wait(ctx, args) }
-	},
+		ValidArgsFunction: a.completeID,
+		RunE:              func(cmd *cobra.Command, args []string) error { return a.wait(cmd.Context(), args) },
+	}
 }
 
-var cancelCommand = &command{
-	name:    "cancel",
-	args:    "ID",
-	summary: "cancel a pending or running export",
-	help: `
+func (a *app) cancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "cancel a pending or running export",
+		Long: `Cancel a pending or running export.
+
 Records the cancel in Redis and prints the export; the process running it
 stops (its 'exportctl start' exits 7). Cancelling a cancelled export is fine
 (exit 0); a completed or failed one is left as it is and exits 5.`,
-	setup: func(_ *flag.FlagSet, a *app) func(context.Context, []string) error {
-		return func(ctx context.Context, args []string) error { return a.cancel(ctx, args) }
-	},
+		ValidArgsFunction: a.completeID,
+		RunE:              func(cmd *cobra.Command, args []string) error { return a.cancel(cmd.Context(), args) },
+	}
+}
+
+// completeTimeout bounds what completing an export id may take: a shell
+// waits for it at every Tab.
+const completeTimeout = 2 * time.Second
+
+// completeID completes the export id of status, watch, wait, cancel and
+// download with the user's newest exports, described by status and
+// filename. Without Redis within completeTimeout it offers nothing (and no
+// file names: an id is never one).
+func (a *app) completeID(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	a.timeout = min(a.timeout, completeTimeout) // also bounds run's shutdown of the connection
+	c, err := a.connect(cmd.Context(), exporter.Config{})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+	defer cancel()
+	page, err := c.exp.ListExports(ctx, c.user, exporter.ListOptions{})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var ids []cobra.Completion
+	for _, j := range page.Jobs {
+		if strings.HasPrefix(j.ID, strings.ToLower(toComplete)) {
+			desc := strings.TrimSpace(string(j.Status) + " " + j.Metadata[exporter.MetadataFilename])
+			ids = append(ids, cobra.CompletionWithDesc(j.ID, desc))
+		}
+	}
+	return ids, cobra.ShellCompDirectiveNoFileComp
 }
 
 func (a *app) status(ctx context.Context, args []string) error {

@@ -2,30 +2,40 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/cobra"
 
 	"github.com/exporterkit/exporter"
 )
 
-var listCommand = &command{
-	name:    "list",
-	args:    "",
-	summary: "list exports, newest first",
-	help: `
+func (a *app) listCommand() *cobra.Command {
+	var (
+		o   exporter.ListOptions
+		all bool
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "list exports, newest first",
+		Long: `List exports, newest first.
+
 Lists your exports (an admin lists another user's with -admin -owner USER)
 that have not expired, one page of -limit at a time: when there are more,
 stderr says how to get the next page, or pass -all to follow every page.
 With -json each page is one ExportList object per line, its "next" the
 cursor of the page after it.`,
-	setup: func(fs *flag.FlagSet, a *app) func(context.Context, []string) error {
-		o := &exporter.ListOptions{}
-		all := fs.Bool("all", false, "follow the cursors: list every page")
-		fs.StringVar(&o.Owner, "owner", "", "list `USER`'s exports (needs -admin unless it is you)")
-		fs.IntVar(&o.Limit, "limit", exporter.DefaultListLimit, fmt.Sprintf("exports per page, 1 to %d", exporter.MaxListLimit))
-		fs.StringVar(&o.Cursor, "cursor", "", "start after this `cursor` (the \"next\" of a previous page)")
-		return func(ctx context.Context, args []string) error { return a.list(ctx, args, *o, *all) }
-	},
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE:              func(cmd *cobra.Command, args []string) error { return a.list(cmd.Context(), args, o, all) },
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&all, "all", false, "follow the cursors: list every page")
+	fs.StringVar(&o.Owner, "owner", "", "list `USER`'s exports (needs -admin unless it is you)")
+	fs.IntVar(&o.Limit, "limit", exporter.DefaultListLimit, fmt.Sprintf("exports per page, 1 to %d", exporter.MaxListLimit))
+	fs.StringVar(&o.Cursor, "cursor", "", "start after this `cursor` (the \"next\" of a previous page)")
+	for _, name := range []string{"owner", "limit", "cursor"} {
+		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions) // fails only on an unknown name
+	}
+	return cmd
 }
 
 func (a *app) list(ctx context.Context, args []string, opts exporter.ListOptions, all bool) error {

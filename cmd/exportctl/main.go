@@ -7,26 +7,31 @@
 //	exportctl status 0b7c1e2f-...
 //	exportctl download 0b7c1e2f-... -o orders.csv
 //
-// Run `exportctl help` for the commands, flags and exit codes; README.md
-// next to this file has a session.
+// Run `exportctl help` for the commands, flags and exit codes, and
+// `exportctl completion --help` for shell completion; README.md next to
+// this file has a session.
+//
+// The tool is a module of its own, github.com/exporterkit/exporter/cmd/exportctl,
+// so that its requirements (cobra for the commands) never become the
+// library's.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"os/user"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func main() {
@@ -50,6 +55,12 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(context.Context, string, ...any) {}
 
+func init() {
+	// Help lists the commands in the order they are added, the order of
+	// a session (start, status, watch, ...), not the alphabet's.
+	cobra.EnableCommandSorting = false
+}
+
 // globals are the flags every command accepts, before or after its name.
 type globals struct {
 	redis   string
@@ -62,96 +73,22 @@ type globals struct {
 	verbose bool
 }
 
-// app is one run of the tool: its flags, its streams and, once connect has
-// run, its Redis client and Exporter.
+// app is one run of the tool: its flags, its streams, its commands and,
+// once connect has run, its Redis client and Exporter.
 type app struct {
 	globals
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	root           *cobra.Command
 	conn           *conn // nil until connect
-}
-
-// command is a subcommand. setup registers its flags on fs and returns the
-// function that runs it with the positional arguments.
-type command struct {
-	name    string
-	args    string // synopsis after the name
-	summary string
-	help    string // more lines for `exportctl help <name>`
-	setup   func(fs *flag.FlagSet, a *app) func(ctx context.Context, args []string) error
-}
-
-// commands in the order help lists them.
-var commands = []*command{
-	startCommand, statusCommand, watchCommand, waitCommand,
-	cancelCommand, downloadCommand, listCommand,
-	{name: "help", args: "[COMMAND]", summary: "show this help, or a command's"},
-	{name: "version", summary: "print exportctl's version"},
-}
-
-func lookup(name string) *command {
-	i := slices.IndexFunc(commands, func(c *command) bool { return c.name == name })
-	if i < 0 {
-		return nil
-	}
-	return commands[i]
 }
 
 // run is the whole tool but for the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
-	top := flag.NewFlagSet("exportctl", flag.ContinueOnError)
-	top.SetOutput(io.Discard) // usage and errors are printed below
-	a.globals.register(top)
-	if err := top.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			a.usage(stdout, top)
-			return exitOK
-		}
-		return a.fail(usageErrorf("", "%v", err))
-	}
-	rest := top.Args()
-	if len(rest) == 0 {
-		fmt.Fprint(stderr, "exportctl: no command\n\n")
-		a.usage(stderr, top)
-		return exitUsage
-	}
-	name, rest := rest[0], rest[1:]
-	switch name {
-	case "help":
-		if len(rest) == 0 {
-			a.usage(stdout, top)
-			return exitOK
-		}
-		c := lookup(rest[0])
-		if c == nil || c.setup == nil {
-			return a.fail(usageErrorf("", "no help for %q: it is not a command", rest[0]))
-		}
-		fs, _ := a.setupCommand(c, top)
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return exitOK
-	case "version":
-		fmt.Fprintln(stdout, version())
-		return exitOK
-	}
-	c := lookup(name)
-	if c == nil || c.setup == nil {
-		fmt.Fprintf(stderr, "exportctl: unknown command %q\n\n", name)
-		a.usage(stderr, top)
-		return exitUsage
-	}
-	fs, runCmd := a.setupCommand(c, top)
-	pos, err := parseInterspersed(fs, rest)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return exitOK
-		}
-		return a.fail(usageErrorf(c.name, "%v", err))
-	}
-	err = runCmd(ctx, pos)
+	a.root = a.newRoot()
+	a.root.SetArgs(longFlags(a.root, args))
+	_, err := a.root.ExecuteContextC(ctx)
 	if a.conn != nil {
 		if cerr := a.conn.close(a.timeout); cerr != nil {
 			if err == nil {
@@ -163,6 +100,80 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return a.fail(err)
 }
 
+// newRoot returns the tool's command tree: the root, which holds the
+// global flags, and a command per verb, cobra's completion command and a
+// help command that fails on what is not a command.
+func (a *app) newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use: "exportctl",
+		Long: `exportctl starts, follows, cancels, lists and downloads the exports of
+github.com/exporterkit/exporter kept in Redis.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q", args[0])
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+			}
+			return &usageError{msg: msg, showUsage: true}
+		},
+		RunE: func(*cobra.Command, []string) error {
+			return &usageError{msg: "no command", showUsage: true}
+		},
+		// fail prints errors, and the usage where it helps.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	a.globals.register(root.PersistentFlags())
+	root.SetFlagErrorFunc(flagError)
+	root.SetHelpFunc(func(cmd *cobra.Command, _ []string) { writeHelp(cmd.OutOrStdout(), cmd) })
+	root.SetUsageFunc(func(cmd *cobra.Command) error { return writeUsage(cmd.OutOrStderr(), cmd) })
+	root.AddCommand(a.startCommand(), a.statusCommand(), a.watchCommand(), a.waitCommand(),
+		a.cancelCommand(), a.downloadCommand(), a.listCommand())
+	root.InitDefaultCompletionCmd()
+	root.AddCommand(&cobra.Command{
+		Use:               "version",
+		Short:             "print exportctl's version",
+		ValidArgsFunction: cobra.NoFileCompletions,
+		Run:               func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version()) },
+	})
+	root.SetHelpCommand(&cobra.Command{
+		Use:               "help [COMMAND]",
+		Short:             "show this help, or a command's",
+		ValidArgsFunction: completeCommand,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return root.Help()
+			}
+			c, _, err := root.Find(args)
+			if err != nil || c == root {
+				return usageErrorf("", "no help for %q: it is not a command", strings.Join(args, " "))
+			}
+			c.InitDefaultHelpFlag() // listed with the command's flags
+			return c.Help()
+		},
+	})
+	return root
+}
+
+// completeCommand completes the argument of help with the commands.
+func completeCommand(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []cobra.Completion
+	for _, c := range cmd.Root().Commands() {
+		if c.IsAvailableCommand() && strings.HasPrefix(c.Name(), toComplete) {
+			names = append(names, cobra.CompletionWithDesc(c.Name(), c.Short))
+		}
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
 // fail prints err, if any, as "exportctl: <message>" and returns its exit
 // code.
 func (a *app) fail(err error) int {
@@ -170,31 +181,63 @@ func (a *app) fail(err error) int {
 		return exitOK
 	}
 	fmt.Fprintf(a.stderr, "exportctl: %s\n", message(err))
-	var u *usageError
-	if errors.As(err, &u) {
-		if u.cmd != "" {
+	if u, ok := errors.AsType[*usageError](err); ok {
+		switch {
+		case u.showUsage:
+			fmt.Fprintln(a.stderr)
+			writeUsage(a.stderr, a.root)
+		case u.cmd != "":
 			fmt.Fprintf(a.stderr, "Run 'exportctl help %s' for its usage.\n", u.cmd)
-		} else {
+		default:
 			fmt.Fprintln(a.stderr, "Run 'exportctl help' for usage.")
 		}
 	}
 	return exitCode(err)
 }
 
-func (g *globals) register(fs *flag.FlagSet) {
+// flagError is the usage error of err, a mistake that pflag found in the
+// flags of cmd, worded as package flag words it (exportctl parsed its
+// flags with package flag before cobra, and scripts may match the text).
+func flagError(cmd *cobra.Command, err error) error {
+	name := commandName(cmd)
+	if e, ok := errors.AsType[*pflag.NotExistError](err); ok {
+		return usageErrorf(name, "flag provided but not defined: -%s", e.GetSpecifiedName())
+	}
+	if e, ok := errors.AsType[*pflag.ValueRequiredError](err); ok {
+		return usageErrorf(name, "flag needs an argument: -%s", e.GetFlag().Name)
+	}
+	if e, ok := errors.AsType[*pflag.InvalidValueError](err); ok {
+		return usageErrorf(name, "invalid value %q for flag -%s: %v", e.GetValue(), e.GetFlag().Name, e.Unwrap())
+	}
+	return usageErrorf(name, "%v", err)
+}
+
+// commandName is cmd's path below the root ("start", "completion bash"),
+// "" for the root itself.
+func commandName(cmd *cobra.Command) string {
+	if !cmd.HasParent() {
+		return ""
+	}
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
+func (g *globals) register(fs *pflag.FlagSet) {
 	redisURL := os.Getenv("REDIS_URL")
 	if redisURL == "" {
 		redisURL = "redis://127.0.0.1:6379/0"
 	}
 	fs.StringVar(&g.redis, "redis", redisURL,
 		"Redis `URL` (redis:// or rediss://; $REDIS_URL); several comma-separated addresses mean a Cluster")
+	// Help shows the default with any password in it (from $REDIS_URL)
+	// masked; DefValue serves nothing else.
+	fs.Lookup("redis").DefValue = redactURLs(redisURL)
 	fs.BoolVar(&g.cluster, "cluster", false, "connect to a Redis Cluster through the -redis address")
 	fs.StringVar(&g.user, "user", defaultUser(), "act as user `ID` ($EXPORTCTL_USER, else the OS user name)")
 	fs.BoolVar(&g.admin, "admin", false, "act with the admin permission "+adminPermission+": see, cancel and download anyone's exports")
 	fs.StringVar(&g.prefix, "prefix", defaultPrefix, "Redis key `prefix` of the exports")
 	fs.BoolVar(&g.json, "json", false, "print results as JSON, one object per line")
 	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "time limit of each Redis call that is not a stream (status, cancel, a list page, connecting)")
-	fs.BoolVar(&g.verbose, "v", false, "log the exporter's records on stderr")
+	fs.BoolVarP(&g.verbose, "verbose", "v", false, "log the exporter's records on stderr")
 }
 
 // defaultUser is $EXPORTCTL_USER, else the OS user's name, else $USER.
@@ -208,37 +251,113 @@ func defaultUser() string {
 	return os.Getenv("USER")
 }
 
-// setupCommand returns c's flag set and runner: c's flags and, after
-// them, the global ones, which share their values with top's so that
-// either place sets them.
-func (a *app) setupCommand(c *command, top *flag.FlagSet) (*flag.FlagSet, func(context.Context, []string) error) {
-	fs := flag.NewFlagSet("exportctl "+c.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are printed by fail, help by run
-	runCmd := c.setup(fs, a)
-	own := flag.NewFlagSet("", flag.ContinueOnError)
-	fs.VisitAll(func(f *flag.Flag) { own.Var(f.Value, f.Name, f.Usage) })
-	top.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "Usage: exportctl [global flags] %s [flags] %s\n\n%s.\n", c.name, c.args, capitalize(c.summary))
-		if c.help != "" {
-			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.help))
+// longFlags returns args with each flag of a long name written with one
+// dash (-json, -redis URL) written with two (--json, --redis URL).
+// exportctl has always taken one dash, as package flag does, and scripts
+// pass it so; pflag, which cobra parses with, reads "-json" as the
+// shorthands -j -s -o -n. What stays as it is: a shorthand (-o, -q, -v,
+// -h), "-" (stdin or stdout), what follows "--", and the value of a flag
+// that takes one ("-o -x" writes to a file named -x). Which flags take a
+// value is looked up among every command's flags. A shell's completion
+// request (__complete) keeps its last word, the one being completed, as
+// typed.
+func longFlags(root *cobra.Command, args []string) []string {
+	takesValue := flagsWithValues(root)
+	completing := len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd)
+	out := make([]string, 0, len(args)) // not nil: cobra would read os.Args
+	valueNext := false
+	for i, s := range args {
+		switch {
+		case valueNext:
+			valueNext = false
+		case s == "--":
+			return append(out, args[i:]...)
+		case strings.HasPrefix(s, "--"):
+			name, _, hasValue := strings.Cut(s[2:], "=")
+			valueNext = !hasValue && takesValue[name]
+		case len(s) > 1 && s[0] == '-':
+			name, _, hasValue := strings.Cut(s[1:], "=")
+			if len(name) > 1 && !(completing && i == len(args)-1) {
+				s = "-" + s
+			}
+			valueNext = !hasValue && takesValue[name]
 		}
-		if hasFlags(own) {
-			fmt.Fprintln(w, "\nFlags:")
-			own.SetOutput(w)
-			own.PrintDefaults()
-		}
-		printGlobals(w, top)
-		fmt.Fprintf(w, "\n%s", exitCodesHelp)
+		out = append(out, s)
 	}
-	return fs, runCmd
+	return out
 }
 
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
+// flagsWithValues returns which flags of root and its commands, by name
+// and by shorthand, take a value (are not booleans).
+func flagsWithValues(root *cobra.Command) map[string]bool {
+	m := map[string]bool{}
+	add := func(f *pflag.Flag) {
+		m[f.Name] = f.NoOptDefVal == ""
+		if f.Shorthand != "" {
+			m[f.Shorthand] = f.NoOptDefVal == ""
+		}
+	}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(add)
+		c.PersistentFlags().VisitAll(add)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	return m
+}
+
+// writeHelp writes cmd's help: its description, then its usage.
+func writeHelp(w io.Writer, cmd *cobra.Command) {
+	desc := cmd.Long
+	if desc == "" {
+		desc = capitalize(cmd.Short) + "."
+	}
+	fmt.Fprintf(w, "%s\n\n", strings.TrimSpace(desc))
+	writeUsage(w, cmd)
+}
+
+// writeUsage writes cmd's synopsis, its commands, its flags and the global
+// ones, as pflag lists them, and the exit codes.
+func writeUsage(w io.Writer, cmd *cobra.Command) error {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	switch name := commandName(cmd); {
+	case name == "":
+		b.WriteString("  exportctl [global flags] <command> [flags] [arguments]\n")
+	case cmd.HasAvailableSubCommands():
+		fmt.Fprintf(&b, "  exportctl [global flags] %s <command> [flags]\n", name)
+	default:
+		_, args, _ := strings.Cut(cmd.Use, " ")
+		fmt.Fprintf(&b, "  %s\n", strings.TrimSpace("exportctl [global flags] "+name+" [flags] "+args))
+	}
+	if cmd.HasAvailableSubCommands() {
+		b.WriteString("\nCommands:\n")
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() || c.Name() == "help" {
+				fmt.Fprintf(&b, "  %-26s %s\n", c.Use, c.Short)
+			}
+		}
+	}
+	global := cmd.InheritedFlags()
+	if cmd.HasParent() {
+		if local := cmd.LocalFlags(); local.HasAvailableFlags() {
+			fmt.Fprintf(&b, "\nFlags:\n%s", local.FlagUsages())
+		}
+	} else {
+		global = cmd.PersistentFlags()
+	}
+	if global.HasAvailableFlags() {
+		fmt.Fprintf(&b, "\nGlobal flags (before or after the command; -name and --name are the same):\n%s", global.FlagUsages())
+	}
+	fmt.Fprintf(&b, "\n%s", exitCodesHelp)
+	if cmd.HasAvailableSubCommands() {
+		fmt.Fprintf(&b, "\nRun 'exportctl help %s' for a command's flags.\n", strings.TrimSpace(commandName(cmd)+" <command>"))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 func capitalize(s string) string {
@@ -246,74 +365,6 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-// parseInterspersed parses fs's flags anywhere among args, as `download ID
-// -o FILE` needs (package flag stops at the first argument that is not a
-// flag), and returns the other arguments in order. "--" ends the flags.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		consumed := args[:len(args)-len(rest)]
-		if len(consumed) > 0 && consumed[len(consumed)-1] == "--" && !flagValue(fs, consumed) {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-// flagValue reports whether the last of consumed is the value of the flag
-// before it ("-name --") rather than the end of the flags.
-func flagValue(fs *flag.FlagSet, consumed []string) bool {
-	if len(consumed) < 2 {
-		return false
-	}
-	prev := strings.TrimLeft(consumed[len(consumed)-2], "-")
-	if prev == "" || strings.Contains(prev, "=") {
-		return false
-	}
-	f := fs.Lookup(prev)
-	if f == nil {
-		return false
-	}
-	b, ok := f.Value.(interface{ IsBoolFlag() bool })
-	return !ok || !b.IsBoolFlag()
-}
-
-func (a *app) usage(w io.Writer, top *flag.FlagSet) {
-	fmt.Fprint(w, `exportctl starts, follows, cancels, lists and downloads the exports of
-github.com/exporterkit/exporter kept in Redis.
-
-Usage:
-  exportctl [global flags] <command> [flags] [arguments]
-
-Commands:
-`)
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-26s %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
-	}
-	printGlobals(w, top)
-	fmt.Fprintf(w, "\n%s\nRun 'exportctl help <command>' for a command's flags.\n", exitCodesHelp)
-}
-
-// printGlobals prints the global flags, with any password in the -redis
-// default (from $REDIS_URL) masked.
-func printGlobals(w io.Writer, top *flag.FlagSet) {
-	fmt.Fprintln(w, "\nGlobal flags (before or after the command):")
-	if f := top.Lookup("redis"); f != nil {
-		f.DefValue = redactURLs(f.DefValue)
-	}
-	top.SetOutput(w)
-	top.PrintDefaults()
-	top.SetOutput(io.Discard)
 }
 
 // version is the module version and VCS revision the binary was built from.

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -17,14 +16,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/exporterkit/exporter"
 )
 
-var startCommand = &command{
-	name:    "start",
-	args:    "FILE|-",
-	summary: "export FILE (- for stdin) with this process as its worker, and wait for the end",
-	help: `
+func (a *app) startCommand() *cobra.Command {
+	o := &startOptions{meta: metaFlag{}, maxBytes: sizeFlag{n: exporter.DefaultMaxBytes, set: true}}
+	cmd := &cobra.Command{
+		Use:   "start FILE|-",
+		Short: "export FILE (- for stdin) with this process as its worker, and wait for the end",
+		Long: `Export FILE (- for stdin) with this process as its worker, and wait for the end.
+
 This process copies the bytes into Redis itself: the export lives as long
 as the process does. It prints the export's id on the first line of stdout
 as soon as the export is recorded (with -json: the Job, then the final Job
@@ -41,17 +44,26 @@ In a script, capture the id from the first line while the export runs:
 The filename metadata defaults to FILE's base name and content-type to its
 extension's MIME type; for stdin, pass -name. The expected size (for the
 progress) is FILE's size when it is a regular file; pass -total otherwise.`,
-	setup: func(fs *flag.FlagSet, a *app) func(context.Context, []string) error {
-		o := &startOptions{meta: metaFlag{}, maxBytes: sizeFlag{n: exporter.DefaultMaxBytes, set: true}}
-		fs.Var(&o.total, "total", "expected `size` of the export, for progress (default: FILE's size when known)")
-		fs.StringVar(&o.name, "name", "", "`filename` metadata (default: FILE's base name)")
-		fs.StringVar(&o.contentType, "content-type", "", "content-type metadata (default: from the filename's extension)")
-		fs.Var(o.meta, "meta", "metadata `KEY=VALUE`; repeat for more")
-		fs.BoolVar(&o.quiet, "q", false, "no progress or summary on stderr")
-		fs.Var(&o.maxBytes, "max-bytes", "largest export `size`: the export fails beyond it (Config.MaxBytes)")
-		fs.DurationVar(&o.retention, "retention", exporter.DefaultRetention, "how long the export is kept after its last update (Config.Retention)")
-		return func(ctx context.Context, args []string) error { return a.start(ctx, args, o) }
-	},
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveDefault // a file name
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return a.start(cmd.Context(), args, o) },
+	}
+	fs := cmd.Flags()
+	fs.Var(&o.total, "total", "expected `size` of the export, for progress (default: FILE's size when known)")
+	fs.StringVar(&o.name, "name", "", "`filename` metadata (default: FILE's base name)")
+	fs.StringVar(&o.contentType, "content-type", "", "content-type metadata (default: from the filename's extension)")
+	fs.Var(o.meta, "meta", "metadata `KEY=VALUE`; repeat for more")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress or summary on stderr")
+	fs.Var(&o.maxBytes, "max-bytes", "largest export `size`: the export fails beyond it (Config.MaxBytes)")
+	fs.DurationVar(&o.retention, "retention", exporter.DefaultRetention, "how long the export is kept after its last update (Config.Retention)")
+	for _, name := range []string{"total", "name", "content-type", "meta", "max-bytes", "retention"} {
+		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions) // fails only on an unknown name
+	}
+	return cmd
 }
 
 type startOptions struct {
@@ -313,6 +325,9 @@ func (s *sizeFlag) String() string {
 	return strconv.FormatInt(s.n, 10)
 }
 
+// Type names the value in help: --total size.
+func (s *sizeFlag) Type() string { return "size" }
+
 func (s *sizeFlag) Set(v string) error {
 	n, err := parseSize(v)
 	if err != nil {
@@ -350,6 +365,9 @@ func parseSize(v string) (int64, error) {
 type metaFlag map[string]string
 
 func (m metaFlag) String() string { return "" }
+
+// Type names the value in help, where the usage does not.
+func (m metaFlag) Type() string { return "KEY=VALUE" }
 
 func (m metaFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")

@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
 	"github.com/exporterkit/exporter"
@@ -60,7 +60,11 @@ func TestMessage(t *testing.T) {
 	require.Equal(t, "worker lost", cleanReason(exporter.ErrWorkerLost.Error()))
 }
 
-func TestParseInterspersed(t *testing.T) {
+// TestFlagSyntax: flags take one dash or two, mix with the arguments
+// anywhere, and "--" ends them, as when package flag parsed them. The
+// arguments go through longFlags and the download command's pflag set, as
+// in a run.
+func TestFlagSyntax(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		args []string
@@ -71,22 +75,65 @@ func TestParseInterspersed(t *testing.T) {
 		{[]string{"ID", "-o", "f"}, []string{"ID"}, "f", false},
 		{[]string{"-o", "f", "ID"}, []string{"ID"}, "f", false},
 		{[]string{"ID", "-json", "-o=f"}, []string{"ID"}, "f", true},
+		{[]string{"ID", "--json", "--output", "f"}, []string{"ID"}, "f", true},
 		{[]string{"-", "-json"}, []string{"-"}, "", true},
 		{[]string{"-json", "--", "-o", "x"}, []string{"-o", "x"}, "", true},
 		{[]string{"-o", "--", "ID"}, []string{"ID"}, "--", false},
+		{[]string{"-o", "-json", "ID"}, []string{"ID"}, "-json", false},
 		{[]string{"a", "b", "-json", "c"}, []string{"a", "b", "c"}, "", true},
 	}
 	for _, tt := range tests {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		out := fs.String("o", "", "")
-		js := fs.Bool("json", false, "")
-		pos, err := parseInterspersed(fs, tt.args)
-		require.NoError(t, err, "%q", tt.args)
-		require.Equal(t, tt.pos, pos, "%q", tt.args)
-		require.Equal(t, tt.out, *out, "%q", tt.args)
-		require.Equal(t, tt.json, *js, "%q", tt.args)
+		a := &app{}
+		root := a.newRoot()
+		cmd, _, err := root.Find([]string{"download"})
+		require.NoError(t, err)
+		require.NoError(t, cmd.ParseFlags(longFlags(root, tt.args)), "%q", tt.args)
+		out, err := cmd.Flags().GetString("output")
+		require.NoError(t, err)
+		require.Equal(t, tt.pos, cmd.Flags().Args(), "%q", tt.args)
+		require.Equal(t, tt.out, out, "%q", tt.args)
+		require.Equal(t, tt.json, a.json, "%q", tt.args)
 	}
+
+	root := (&app{}).newRoot()
+	require.Equal(t, []string{"--redis", "-x", "--timeout=1s", "-v", "status", "--", "-json"},
+		longFlags(root, []string{"-redis", "-x", "-timeout=1s", "-v", "status", "--", "-json"}))
+	require.Equal(t, []string{"__complete", "--redis", "u", "status", "-js"},
+		longFlags(root, []string{"__complete", "-redis", "u", "status", "-js"}),
+		"the word being completed stays as typed")
+	require.NotNil(t, longFlags(root, nil), "cobra reads os.Args for nil")
+}
+
+// TestFlagsWithValues: longFlags looks a flag up by name among every
+// command's, so a name must take a value everywhere or nowhere.
+func TestFlagsWithValues(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		check := func(f *pflag.Flag) {
+			for _, name := range []string{f.Name, f.Shorthand} {
+				if name == "" {
+					continue
+				}
+				takes := f.NoOptDefVal == ""
+				if was, ok := seen[name]; ok {
+					require.Equal(t, was, takes, "flag %s of %s", name, c.CommandPath())
+				}
+				seen[name] = takes
+			}
+		}
+		c.Flags().VisitAll(check)
+		c.PersistentFlags().VisitAll(check)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk((&app{}).newRoot())
+	require.True(t, seen["redis"])
+	require.True(t, seen["o"])
+	require.False(t, seen["json"])
+	require.False(t, seen["q"])
 }
 
 func TestParseSize(t *testing.T) {
