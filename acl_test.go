@@ -33,6 +33,8 @@ var aclCommands = []string{
 	// library neither pings nor unsubscribes, it closes the connection.
 	"evalsha", "eval", "script|load", "multi", "exec", "rpushx", "hgetall", "lrange", "exists",
 	"zrevrangebyscore", "zrem", "subscribe",
+	// The instances' reports (Exporter.Instances): a dropped report.
+	"hdel",
 	// Called by the scripts.
 	"time", "hset", "hget", "hmget", "set", "get", "del", "pexpire", "pttl",
 	"rpush", "llen", "ltrim", "lpop", "publish", "zadd", "zrangebyscore",

@@ -103,20 +103,22 @@ func (e *Exporter) enqueue(ctx context.Context, user User, kind string, args []b
 	if !user.authenticated() {
 		return nil, ErrUnauthenticated
 	}
+	if e.sched.isClosed() {
+		return nil, ErrClosed
+	}
+	// The permission first: a user without it learns nothing of the kinds
+	// (kind and args come from end users, through a service's handler).
+	if err := e.require(ctx, user, e.cfg.Permission); err != nil {
+		return nil, err
+	}
 	if _, ok := e.cfg.Sources[kind]; !ok {
-		return nil, fmt.Errorf("%w: kind %q is not in Config.Sources", ErrInvalid, kind)
+		return nil, fmt.Errorf("%w: kind %s is not in Config.Sources", ErrInvalid, quoteCapped(kind))
 	}
 	if len(args) > MaxArgs {
 		return nil, fmt.Errorf("%w: args of %d bytes, at most %d", ErrInvalid, len(args), MaxArgs)
 	}
 	o, err := applyOptions(opts, e.cfg.MaxBytes)
 	if err != nil {
-		return nil, err
-	}
-	if e.sched.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := e.require(ctx, user, e.cfg.Permission); err != nil {
 		return nil, err
 	}
 	id := uuid.NewString()
@@ -286,7 +288,7 @@ func (e *Exporter) openSource(rn *run) (r io.Reader, err error) {
 // (ErrPermanent, too large, corrupt, or its last attempt), or queued for
 // a retry after a backoff.
 func (e *Exporter) endAttempt(rn *run, cause error) {
-	first := rn.settle(StatusFailed)
+	first := rn.settleFailed(cause)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
 	a := rn.attempt

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,6 +181,14 @@ func TestDurableExport(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalid)
 		_, err = x.Enqueue(ctx, nobody, "rows", nil)
 		require.ErrorIs(t, err, ErrForbidden)
+		// A user without the permission learns nothing of the kinds.
+		_, err = x.Enqueue(ctx, nobody, "nope", make([]byte, MaxArgs+1))
+		require.ErrorIs(t, err, ErrForbidden)
+		require.NotErrorIs(t, err, ErrInvalid)
+		// An unknown kind's name is quoted, never echoed whole.
+		_, err = x.Enqueue(ctx, alice, strings.Repeat("k", 10000), nil)
+		require.ErrorIs(t, err, ErrInvalid)
+		require.Less(t, len(err.Error()), 300)
 		e.requireTTLs(t)
 
 		require.NoError(t, x.Shutdown(ctx))

@@ -1,6 +1,10 @@
 package exporter
 
-import "errors"
+import (
+	"errors"
+	"strconv"
+	"unicode/utf8"
+)
 
 // Sentinel errors. Every error the package returns wraps at most one of
 // these where one applies; match them with errors.Is.
@@ -53,3 +57,20 @@ var (
 	// negative WithTotal, metadata beyond its limits, an invalid Config.
 	ErrInvalid = errors.New("invalid argument")
 )
+
+// maxEcho is how many bytes of a caller's input an error text quotes.
+const maxEcho = 64
+
+// quoteCapped quotes input for an error text, cut to maxEcho bytes (on a
+// rune boundary, marked with "..."): an error must not carry back
+// whatever a caller sent, however long.
+func quoteCapped(input string) string {
+	if len(input) <= maxEcho {
+		return strconv.Quote(input)
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(input[cut]) {
+		cut--
+	}
+	return strconv.Quote(input[:cut]) + "..."
+}

@@ -43,6 +43,10 @@ type Exporter struct {
 
 	waitersMu sync.Mutex
 	waiters   map[string]map[chan Event]struct{} // WaitExport calls by job id
+
+	// What the instance reports of itself (instance.go).
+	instanceID, host string
+	started          time.Time
 }
 
 // New returns an Exporter on store. It validates cfg (an error wrapping
@@ -82,7 +86,9 @@ func newExporter(store Store, cfg Config) (*Exporter, error) {
 		stopLeases: stopLeases,
 		waiters:    make(map[string]map[chan Event]struct{}),
 		bufs:       bufferPool{size: cfg.ChunkSize},
+		started:    time.Now(),
 	}
+	e.instanceID, e.host = newInstanceID()
 	e.sched = newScheduler(cfg, &e.wg, e.execute)
 	ins, err := newInstruments(cfg.MeterProvider, e.sched.counts)
 	if err != nil {
@@ -256,6 +262,9 @@ func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 	e.listening = listening
 	e.sched.spawn(e.keepLeases)
 	e.sched.spawn(e.checkEviction)
+	if _, ok := e.store.(InstanceBoard); ok {
+		e.sched.spawn(e.reportInstance)
+	}
 	if e.queue != nil {
 		e.sched.spawn(e.claim)
 		e.sched.spawn(e.recoverAttempts)

@@ -49,6 +49,7 @@ type instruments struct {
 	duration metric.Float64Histogram
 	stored   metric.Int64Counter
 	gauges   metric.Registration // pending and running; unregistered by Shutdown
+	tally    tally               // the same counts, for the instance's report (instance.go)
 }
 
 // newInstruments creates the instruments on mp (nil: no-op). The gauges
@@ -90,9 +91,17 @@ func newInstruments(mp metric.MeterProvider, counts func() (pending, held int)) 
 	return &ins, nil
 }
 
-// recordEnd counts the end of a run that started at start with status s.
-// ctx is the run's: done by now, but its values (a trace) may be used.
-func (ins *instruments) recordEnd(ctx context.Context, s Status, start time.Time) {
+// recordBegin counts the start of a run.
+func (ins *instruments) recordBegin(ctx context.Context) {
+	ins.started.Add(ctx, 1)
+	ins.tally.began.Add(1)
+}
+
+// recordEnd counts the end of a run that started at start with status s
+// (a failure's code: Job.ErrorCode). ctx is the run's: done by now, but
+// its values (a trace) may be used.
+func (ins *instruments) recordEnd(ctx context.Context, s Status, code string, start time.Time) {
+	ins.tally.end(s, code)
 	var attrs metric.MeasurementOption
 	switch s {
 	case StatusCompleted:
@@ -114,6 +123,7 @@ func (e *Exporter) countStored(ctx context.Context, chunks [][]byte) {
 	}
 	if n > 0 {
 		e.ins.stored.Add(ctx, int64(n))
+		e.ins.tally.stored.Add(int64(n))
 	}
 }
 

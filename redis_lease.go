@@ -18,14 +18,16 @@ const renewBatch = 1000
 // the nodes at once; the owners' indexes are kept in the first one.
 func (s *RedisStore) Renew(ctx context.Context, retention time.Duration, held []Held) []error {
 	errs := make([]error, len(held))
-	owners := make(map[string]bool)
+	kept := make(map[string]bool) // indexes kept already
 	for start := 0; start < len(held); start += renewBatch {
 		end := min(start+renewBatch, len(held))
 		var indexes []string
 		for _, h := range held[start:end] {
-			if !owners[h.Owner] {
-				owners[h.Owner] = true
-				indexes = append(indexes, s.ownerKey(h.Owner))
+			for _, index := range []string{s.ownerKey(h.Owner), s.allKey(h.ID)} {
+				if !kept[index] {
+					kept[index] = true
+					indexes = append(indexes, index)
+				}
 			}
 		}
 		s.renew(ctx, retention, held[start:end], indexes, errs[start:end])

@@ -56,6 +56,28 @@ func (s *RedisStore) indexJob(ctx context.Context, pipe redis.Pipeliner, index, 
 		pruneAge(retention).Milliseconds(), pruneBatch)
 }
 
+// indexWrite is what indexJobs queued: the owner's index and the
+// cross-owner index's shard, with the old entries each reports.
+type indexWrite struct {
+	owner, all       string
+	ownerOld, allOld *redis.Cmd
+}
+
+// indexJobs queues on pipe the entries of job in its owner's index and in
+// the cross-owner index (redis_list_all.go).
+func (s *RedisStore) indexJobs(ctx context.Context, pipe redis.Pipeliner, job *Job, retention time.Duration) indexWrite {
+	w := indexWrite{owner: s.ownerKey(job.Owner), all: s.allKey(job.ID)}
+	w.ownerOld = s.indexJob(ctx, pipe, w.owner, job.ID, retention)
+	w.allOld = s.indexJob(ctx, pipe, w.all, job.ID, retention)
+	return w
+}
+
+// prune prunes both indexes of an indexWrite that was sent.
+func (w indexWrite) prune(ctx context.Context, s *RedisStore) {
+	s.prune(ctx, w.owner, w.ownerOld)
+	s.prune(ctx, w.all, w.allOld)
+}
+
 // prune removes from index the ids of old (luaIndex's reply) whose job
 // is gone. It is best effort: an entry it leaves is skipped by List.
 func (s *RedisStore) prune(ctx context.Context, index string, old *redis.Cmd) {
@@ -92,7 +114,7 @@ func (s *RedisStore) List(ctx context.Context, owner, cursor string, limit int) 
 	if cursor != "" {
 		score, id, ok := strings.Cut(cursor, ":")
 		if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil || !validID(id) {
-			return nil, "", fmt.Errorf("%w: list cursor %q", ErrInvalid, cursor)
+			return nil, "", fmt.Errorf("%w: list cursor %s", ErrInvalid, quoteCapped(cursor))
 		}
 		max, after = score, cursor
 	}

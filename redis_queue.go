@@ -109,17 +109,16 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 	h := ownerHash(job.Owner)
 	n := shardOf(h)
 	tag, shardKeys := s.shard(n)
-	index := s.ownerKey(job.Owner)
 	_, cluster := s.client.(*redis.ClusterClient)
 	if cluster {
 		if _, err := s.runShard(ctx, scriptQueuePush, n, 2*retention, nil, job.ID, h, job.Kind, 0, "", "", n); err != nil {
 			return nil, err
 		}
 	}
-	var old *redis.Cmd
+	var ix indexWrite
 	var push redis.Cmder
 	res, err := s.pipelined(ctx, scriptEnqueue, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
-		old = s.indexJob(ctx, pipe, index, job.ID, retention)
+		ix = s.indexJobs(ctx, pipe, job, retention)
 	}, func(pipe redis.Pipeliner) {
 		if cluster {
 			push = pipe.Publish(ctx, s.eventsChannel(), job.ID+" pending "+job.Kind+" "+strconv.Itoa(n))
@@ -128,12 +127,10 @@ func (s *RedisStore) Enqueue(ctx context.Context, job *Job, token string, maxAtt
 		push = pipe.Eval(ctx, luaQueuePush, shardKeys, tag, max(2*retention, queueMinTTL).Milliseconds(),
 			job.ID, h, job.Kind, 0, "", s.eventsChannel(), n)
 	})
-	if err == nil {
-		s.prune(ctx, index, old)
-	}
 	if err != nil {
 		return nil, err
 	}
+	ix.prune(ctx, s)
 	j, err := created("enqueue", job, res, retention)
 	if err != nil {
 		return nil, err

@@ -133,17 +133,14 @@ func (s *RedisStore) Create(ctx context.Context, job *Job, lease Lease, retentio
 	// The owner's index lives in another Cluster slot than the job, so it
 	// cannot be written by the same script: it is written first, in the
 	// same round trip (see redis_list.go).
-	index := s.ownerKey(job.Owner)
-	var old *redis.Cmd
+	var ix indexWrite
 	res, err := s.pipelined(ctx, scriptCreate, s.keys(job.ID), args, func(pipe redis.Pipeliner) {
-		old = s.indexJob(ctx, pipe, index, job.ID, retention)
+		ix = s.indexJobs(ctx, pipe, job, retention)
 	}, nil)
-	if err == nil {
-		s.prune(ctx, index, old)
-	}
 	if err != nil {
 		return nil, err
 	}
+	ix.prune(ctx, s)
 	return created("create", job, res, retention)
 }
 

@@ -30,12 +30,38 @@ type run struct {
 	// means it failed or was cancelled, by its context's cause.
 	final     atomic.Pointer[Status]
 	closeOnce sync.Once
+	// code is the failure's code (Job.ErrorCode) when rn failed by a cause
+	// that settleFailed recorded.
+	code atomic.Pointer[string]
 }
 
 // settle records how rn ended, for the count of its end. The first status
 // settled wins; settle reports whether it was this one.
 func (rn *run) settle(s Status) (first bool) {
 	return rn.final.CompareAndSwap(nil, &s)
+}
+
+// settleFailed settles rn as failed by cause, and keeps cause's code for
+// the count of failures by code.
+func (rn *run) settleFailed(cause error) (first bool) {
+	first = rn.settle(StatusFailed)
+	if first {
+		code := codeOf(cause)
+		rn.code.Store(&code)
+	}
+	return first
+}
+
+// failCode is the code of rn's failure: the one settleFailed kept, else
+// that of its context's cause.
+func (rn *run) failCode() string {
+	if c := rn.code.Load(); c != nil {
+		return *c
+	}
+	if cause := context.Cause(rn.ctx); cause != nil {
+		return codeOf(cause)
+	}
+	return ""
 }
 
 // outcome is how rn ended: the status settled, else cancelled or failed by

@@ -92,7 +92,7 @@ func (s *scheduler) hold(rn *run) error {
 		return ErrClosed
 	}
 	s.runs[rn.job.ID] = rn
-	s.ins.started.Add(rn.ctx, 1) // before its end can be counted
+	s.ins.recordBegin(rn.ctx) // before its end can be counted
 	if s.running < s.maxRunning {
 		s.running++
 		s.wg.Add(1)
@@ -145,7 +145,7 @@ func (s *scheduler) holdAttempt(rn *run) error {
 		return ErrClosed
 	}
 	s.runs[rn.job.ID] = rn
-	s.ins.started.Add(rn.ctx, 1)
+	s.ins.recordBegin(rn.ctx)
 	s.wg.Add(1)
 	go s.worker(rn)
 	return nil
@@ -196,7 +196,7 @@ func (s *scheduler) dropLocked(rn *run) {
 	} else {
 		s.checkIdle()
 	}
-	s.ins.recordEnd(rn.ctx, rn.outcome(), rn.start)
+	s.ins.recordEnd(rn.ctx, rn.outcome(), rn.failCode(), rn.start)
 }
 
 // uncount drops one of owner's starts from the count. s.mu is held.

@@ -127,7 +127,7 @@ func (e *Exporter) fail(rn *run, cause error) {
 		e.endAttempt(rn, cause)
 		return
 	}
-	first := rn.settle(StatusFailed)
+	first := rn.settleFailed(cause)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rn.ctx), e.cfg.LeaseTTL)
 	defer cancel()
 	w := ChunkWrite{Final: StatusFailed, Reason: truncate(cause.Error(), maxReason), Code: codeOf(cause)}

@@ -113,7 +113,7 @@ func (e *Exporter) conclude(rn *run, bytes int64, err error) {
 	case errors.Is(err, ErrLeaseLost):
 		// A durable export's attempt whose lease lapsed: the queue resumes
 		// the export elsewhere, or has already.
-		rn.settle(StatusFailed)
+		rn.settleFailed(ErrWorkerLost)
 	default:
 		e.fail(rn, err)
 		return
