@@ -52,7 +52,7 @@ type Job struct {
 	FinishedAt time.Time         `json:"finished_at,omitzero"` // zero until terminal
 	ExpiresAt  time.Time         `json:"expires_at"`           // when the job and its data disappear
 	Kind       string            `json:"kind,omitempty"`       // the durable export's kind (Enqueue); "" for StartExport's
-	Args       []byte            `json:"args,omitempty"`       // Enqueue's args, at most MaxArgs bytes
+	Args       []byte            `json:"args,omitempty"`       // Enqueue's args, at most MaxArgs bytes; in JSON, the JSON value they hold, else base64 (see MarshalJSON)
 	Attempt    int               `json:"attempt,omitempty"`    // attempts of a durable export begun so far: 1 once the first runs; 0 while never run
 }
 
