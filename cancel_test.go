@@ -54,6 +54,16 @@ func TestCancelRunning(t *testing.T) {
 		require.Equal(t, StatusCancelled, again.Status)
 		_, err = a.OpenExport(ctx, alice, job.ID)
 		require.ErrorIs(t, err, ErrNotReady)
+		// The error carries the job: a caller says why without a second read.
+		var notReady *NotReadyError
+		require.ErrorAs(t, err, &notReady)
+		require.Equal(t, job.ID, notReady.Job.ID)
+		require.Equal(t, StatusCancelled, notReady.Job.Status)
+		require.Equal(t, CodeCancelled, notReady.Job.ErrorCode)
+		// An id that is none is quoted capped, not echoed whole.
+		_, err = a.OpenExport(ctx, alice, strings.Repeat("x", 5000))
+		require.ErrorIs(t, err, ErrNotFound)
+		require.Less(t, len(err.Error()), 300)
 		e.requireTTLs(t)
 	})
 }

@@ -74,3 +74,21 @@ func quoteCapped(input string) string {
 	}
 	return strconv.Quote(input[:cut]) + "..."
 }
+
+// idText is a job id as an error text quotes it: whole when it is one,
+// capped when it is not (a caller may send anything as an id).
+func idText(id string) string {
+	if validID(id) {
+		return id
+	}
+	return quoteCapped(id)
+}
+
+// NotReadyError is OpenExport's error for an export that has not
+// completed. It wraps ErrNotReady and carries the job as it was read.
+type NotReadyError struct {
+	Job *Job
+}
+
+func (e *NotReadyError) Error() string { return ErrNotReady.Error() + ": status " + string(e.Job.Status) }
+func (e *NotReadyError) Unwrap() error { return ErrNotReady }

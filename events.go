@@ -141,7 +141,7 @@ func (e *Exporter) addWaiter(ctx context.Context, id string, poll time.Duration)
 func (e *Exporter) WaitExport(ctx context.Context, user User, id string) (*Job, error) {
 	job, err := e.wait(ctx, user, id)
 	if err != nil {
-		return nil, fmt.Errorf("exporter: wait %s: %w", id, err)
+		return nil, fmt.Errorf("exporter: wait %s: %w", idText(id), err)
 	}
 	return job, nil
 }

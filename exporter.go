@@ -279,7 +279,7 @@ func (e *Exporter) startListening() (ready chan struct{}, started bool) {
 func (e *Exporter) GetExportStatus(ctx context.Context, user User, id string) (*Job, error) {
 	job, err := e.visible(ctx, user, id)
 	if err != nil {
-		return nil, fmt.Errorf("exporter: status %s: %w", id, err)
+		return nil, fmt.Errorf("exporter: status %s: %w", idText(id), err)
 	}
 	return job, nil
 }
@@ -300,7 +300,7 @@ func (e *Exporter) CancelExport(ctx context.Context, user User, id string) (*Job
 		e.sched.abort(id, ErrCancelled)
 	}
 	if err != nil {
-		return job, fmt.Errorf("exporter: cancel %s: %w", id, err)
+		return job, fmt.Errorf("exporter: cancel %s: %w", idText(id), err)
 	}
 	e.log.InfoContext(ctx, "export cancelled", "job", id, "owner", job.Owner, "by", user.ID)
 	return job, nil
@@ -308,15 +308,17 @@ func (e *Exporter) CancelExport(ctx context.Context, user User, id string) (*Job
 
 // OpenExport returns a Download of completed job id for its owner or an
 // admin. Errors wrap ErrUnauthenticated, ErrNotFound, or ErrNotReady when
-// the job exists but has not completed. The Download reads from the store
-// under ctx: cancelling ctx ends its reads.
+// the job exists but has not completed; that error is a *NotReadyError,
+// which carries the job (errors.As), so a caller can say how far it is
+// without a second read. The Download reads from the store under ctx:
+// cancelling ctx ends its reads.
 func (e *Exporter) OpenExport(ctx context.Context, user User, id string) (*Download, error) {
 	job, err := e.visible(ctx, user, id)
 	if err == nil && job.Status != StatusCompleted {
-		err = fmt.Errorf("%w: status %s", ErrNotReady, job.Status)
+		err = &NotReadyError{Job: job}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("exporter: open %s: %w", id, err)
+		return nil, fmt.Errorf("exporter: open %s: %w", idText(id), err)
 	}
 	return newDownload(ctx, e.store, job), nil
 }

@@ -55,7 +55,7 @@ func (e *Exporter) WatchExport(ctx context.Context, user User, id string, opts .
 	}
 	return func(yield func(*Job, error) bool) {
 		if err := e.watchExport(ctx, user, id, o.every, yield); err != nil {
-			yield(nil, fmt.Errorf("exporter: watch %s: %w", id, err))
+			yield(nil, fmt.Errorf("exporter: watch %s: %w", idText(id), err))
 		}
 	}
 }
