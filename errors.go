@@ -90,5 +90,7 @@ type NotReadyError struct {
 	Job *Job
 }
 
-func (e *NotReadyError) Error() string { return ErrNotReady.Error() + ": status " + string(e.Job.Status) }
+func (e *NotReadyError) Error() string {
+	return ErrNotReady.Error() + ": status " + string(e.Job.Status)
+}
 func (e *NotReadyError) Unwrap() error { return ErrNotReady }
