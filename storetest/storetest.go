@@ -90,6 +90,7 @@ func Run(t *testing.T, h Harness) {
 		})
 	}
 	runQueue(t, h)
+	runAdmin(t, h)
 }
 
 // suite is one subtest's store and helpers.
