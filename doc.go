@@ -36,6 +36,22 @@
 // StartExport takes ownership of the reader: an io.Closer is closed exactly
 // once, when the export ends however it ends.
 //
+// For HTTP, package exporterhttp is a ready http.Handler for all of this:
+// start by kind, list, status, cancel, download (http.ServeContent, with
+// Content-Disposition) and Server-Sent Events, and an opt-in operator's
+// dashboard.
+//
+// # Operators
+//
+// Holders of Config.AdminPermission see every owner's exports with
+// ListOptions.AllOwners (newest first; ListOptions.Status filters), and
+// every running instance with Instances: what each runs and holds
+// pending, its runs by outcome, failures by code (Job.ErrorCode) and the
+// bytes it stores per second. Both are optional abilities of the Store
+// (AllLister, InstanceBoard); RedisStore has them. Listing every owner
+// reads a cross-owner index kept in 16 sorted sets picked by the job id's
+// hash, so creations spread over 16 Cluster slots and no key is hot.
+//
 // # Durable exports
 //
 // StartExport's reader exists only in its process: if the process dies,
