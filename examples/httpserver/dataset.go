@@ -1,283 +1,192 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/exporterkit/exporter"
+	"github.com/exporterkit/exporter/examples/httpserver/internal/dataset"
 )
 
-// A dataset is the CSV file an export of this service produces: a header
-// row and rows numbered 1 to n whose content depends only on their number,
-// so the same request always gives the same bytes, and the size is known
-// before the first byte is made (exporter.WithTotal).
-//
-//	id,name,email,amount,created_at
-//	1,Alan Lovelace,alan.lovelace1@example.com,1079.19,2025-01-01T00:00:37Z
-//
-// Every field but id, name and email has a fixed width, and name and email
-// repeat with a period of periodRows rows, so datasetSize is a closed form.
-const csvHeader = "id,name,email,amount,created_at\n"
+// The kinds of export the service offers. Each is a durable export
+// (Exporter.Enqueue, which exporterhttp's POST calls) whose Source makes a
+// generated CSV file (package dataset) from the export's args, from any
+// byte offset: any instance on the same Redis and key prefix runs it, and
+// one resumes an export where another stopped, with the same bytes.
 
-var (
-	firstNames = [...]string{"Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace",
-		"Hedy", "John", "Ken", "Leslie", "Margaret", "Niklaus", "Radia", "Tim"}
-	lastNames = [...]string{"Lovelace", "Turing", "Liskov", "Shannon", "Knuth", "Dijkstra", "Allen", "Hopper",
-		"Lamarr", "Backus", "Thompson", "Lamport", "Hamilton", "Wirth", "Perlman", "Berners-Lee"}
-	lowerFirst, lowerLast [len(firstNames)]string
+// The kinds' names.
+const (
+	csvKind     = "csv"
+	trickleKind = "csv-trickle"
 )
 
-const periodRows = len(firstNames) * len(lastNames)
-
-// createdBase is created_at of row 0; row i was created 37*i seconds later.
-var createdBase = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
-
-var (
-	// rowFixed is the length of a row without its variable parts
-	// (rowVariable); periodSum is the sum of nameLen over one period.
-	rowFixed  int64
-	periodSum int64
+// Limits and defaults of the args.
+const (
+	defaultRows = 1000
+	// maxRows keeps the largest dataset (about 240 MB) under the
+	// Exporter's default MaxBytes (256 MiB).
+	maxRows = 3_000_000
+	maxRate = 10_000_000 // rows per second
 )
 
-func init() {
-	for i := range firstNames {
-		lowerFirst[i] = strings.ToLower(firstNames[i])
-		lowerLast[i] = strings.ToLower(lastNames[i])
-	}
-	rowFixed = int64(len(appendRow(nil, 1))) - rowVariable(1)
-	for i := range periodRows {
-		periodSum += nameLen(int64(i))
-	}
+// The pace of a trickle: trickleSlice bytes every trickleTick, 20 KiB a
+// second. A stored chunk (64 KiB by default) then takes about 3 s, so the
+// bytes read from the source (Job.Read, recorded every second) visibly
+// move while the bytes stored (Job.Bytes) stay where they are.
+const (
+	trickleSlice = 2 << 10
+	trickleTick  = 100 * time.Millisecond
+)
+
+// kind is a kind of export on offer.
+type kind struct {
+	name   string
+	title  string // in the page's menu
+	rate   bool   // its args take rows_per_second
+	source exporter.Source
 }
 
-func names(i int64) (first, last int) {
-	return int(i % int64(len(firstNames))), int(i / int64(len(firstNames)) % int64(len(lastNames)))
+// kinds are the kinds on offer, in the page's order.
+var kinds = []kind{
+	{name: csvKind, title: "CSV at a chosen rate", rate: true, source: csvSource},
+	{name: trickleKind, title: "CSV trickling at 20 KiB/s", source: trickleSource},
 }
 
-// appendRow appends row i, newline included, to b.
-func appendRow(b []byte, i int64) []byte {
-	f, l := names(i)
-	b = strconv.AppendInt(b, i, 10)
-	b = append(b, ',')
-	b = append(b, firstNames[f]...)
-	b = append(b, ' ')
-	b = append(b, lastNames[l]...)
-	b = append(b, ',')
-	b = append(b, lowerFirst[f]...)
-	b = append(b, '.')
-	b = append(b, lowerLast[l]...)
-	b = strconv.AppendInt(b, i, 10)
-	b = append(b, "@example.com,"...)
-	// An amount from 1000.00 to 9999.99: always 7 bytes.
-	cents := 100_000 + i*7919%900_000
-	b = strconv.AppendInt(b, cents/100, 10)
-	b = append(b, '.', byte('0'+cents/10%10), byte('0'+cents%10))
-	b = append(b, ',')
-	b = time.Unix(createdBase+37*i, 0).UTC().AppendFormat(b, time.RFC3339) // 20 bytes until year 9999
-	return append(b, '\n')
-}
-
-// nameLen is the length of the first and last name of row i, which occur
-// twice in it (name and email).
-func nameLen(i int64) int64 {
-	f, l := names(i)
-	return int64(len(firstNames[f]) + len(lastNames[l]))
-}
-
-// rowVariable is the length of the variable parts of row i: its number and
-// names, twice each.
-func rowVariable(i int64) int64 {
-	return 2*int64(len(strconv.FormatInt(i, 10))) + 2*nameLen(i)
-}
-
-// datasetSize returns the exact size in bytes of a dataset of rows rows.
-func datasetSize(rows int64) int64 {
-	// Digits of 1..rows.
-	var digits int64
-	for d, lo := int64(1), int64(1); lo <= rows; d, lo = d+1, lo*10 {
-		digits += d * (min(rows, lo*10-1) - lo + 1)
+// sources returns the kinds' Sources, for exporter.Config.Sources.
+func sources() map[string]exporter.Source {
+	m := make(map[string]exporter.Source, len(kinds))
+	for _, k := range kinds {
+		m[k.name] = k.source
 	}
-	// Names of 0..rows, in whole periods and a rest, less row 0's.
-	n := rows + 1
-	namesSum := n / int64(periodRows) * periodSum
-	for i := n / int64(periodRows) * int64(periodRows); i < n; i++ {
-		namesSum += nameLen(i)
-	}
-	namesSum -= nameLen(0)
-	return int64(len(csvHeader)) + rows*rowFixed + 2*digits + 2*namesSum
+	return m
 }
 
-// errDatasetClosed is returned by a Read after Close.
-var errDatasetClosed = errors.New("dataset closed")
-
-// pacingSlice is the least time a paced Read that has to wait waits: it
-// then returns about that much time's worth of rows at once, so a fast
-// rate costs at most about 1/pacingSlice wake-ups a second, not one per row.
-const pacingSlice = 10 * time.Millisecond
-
-// dataset reads a generated CSV file of rows rows, at most about rate rows
-// a second when rate > 0. Its Read and Close may be called concurrently:
-// Close makes a Read that waits for the next row return errDatasetClosed
-// at once, which is how a cancel or a shutdown stops a slow export
-// promptly. Read is for one goroutine at a time.
-type dataset struct {
-	rows   int64
-	perRow time.Duration // time between two rows; 0 is as fast as possible
-
-	next   int64  // the next row to make; 0 while the header is unmade
-	skip   int64  // bytes of the first row (or header) made not to return: it starts at an offset
-	mem    []byte // rows made, reused once they are read
-	unread []byte // the unread end of mem
-	start  time.Time
-	closed chan struct{}
-	once   sync.Once
+// kindNames returns the kinds' names, for exporterhttp.Config.Kinds.
+func kindNames() []string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.name
+	}
+	return names
 }
 
-// newDataset returns a dataset of rows rows that makes about rate rows a
-// second, or as many as it is asked for when rate is 0.
-func newDataset(rows int64, rate int) *dataset {
-	d := &dataset{rows: rows, closed: make(chan struct{})}
-	if rate > 0 {
-		d.perRow = time.Second / time.Duration(rate)
-		if d.perRow == 0 {
-			d.perRow = 1 // above a billion rows a second: as good as unpaced
-		}
-	}
-	return d
-}
-
-// newDatasetAt returns the dataset of newDataset from byte offset on: it
-// makes the rows from the one offset falls in, as if it had been reading
-// since the first at rate, and skips the bytes of that row before offset.
-// A durable export that resumes at offset reads it.
-func newDatasetAt(rows int64, rate int, offset int64) *dataset {
-	d := newDataset(rows, rate)
-	if offset <= 0 {
-		return d
-	}
-	// The rows before offset: the largest k with datasetSize(k) <= offset.
-	lo, hi := int64(0), rows
-	for lo < hi {
-		mid := lo + (hi-lo+1)/2
-		if datasetSize(mid) <= offset {
-			lo = mid
-		} else {
-			hi = mid - 1
-		}
-	}
-	if lo == 0 && offset < int64(len(csvHeader)) {
-		d.skip = offset // inside the header
-		return d
-	}
-	d.next, d.skip = lo+1, offset-datasetSize(lo)
-	d.start = time.Now().Add(-time.Duration(lo) * d.perRow) // row lo+1 is due now
-	return d
-}
-
-// Size returns the dataset's size in bytes.
-func (d *dataset) Size() int64 { return datasetSize(d.rows) }
-
-// Read implements io.Reader. It returns what is due, waiting only when
-// nothing is.
-func (d *dataset) Read(p []byte) (int, error) {
-	select {
-	case <-d.closed:
-		return 0, errDatasetClosed
-	default:
-	}
-	if d.next == 0 {
-		d.mem = append(d.mem[:0], csvHeader...)
-		d.unread = d.mem
-		d.next = 1
-		d.start = time.Now()
-	}
-	n := 0
-	for n < len(p) {
-		if len(d.unread) == 0 {
-			if d.next > d.rows {
-				break
-			}
-			if wait := time.Until(d.due(d.next)); wait > 0 {
-				if n > 0 {
-					break // return what we have rather than wait
-				}
-				if err := d.sleep(max(wait, pacingSlice)); err != nil {
-					return 0, err
-				}
-			}
-			// Make the rows that are due now, up to about len(p)-n bytes.
-			now := time.Now()
-			d.mem = d.mem[:0]
-			for d.next <= d.rows && len(d.mem) < len(p)-n && (d.perRow == 0 || !d.due(d.next).After(now)) {
-				d.mem = appendRow(d.mem, d.next)
-				d.next++
-			}
-			d.unread = d.mem
-		}
-		if d.skip > 0 { // a dataset that starts at an offset
-			k := min(d.skip, int64(len(d.unread)))
-			d.unread, d.skip = d.unread[k:], d.skip-k
-			continue
-		}
-		m := copy(p[n:], d.unread)
-		n += m
-		d.unread = d.unread[m:]
-	}
-	if n == 0 && len(p) > 0 {
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-// due returns when row i may be made.
-func (d *dataset) due(i int64) time.Time {
-	return d.start.Add(time.Duration(i-1) * d.perRow)
-}
-
-// sleep waits for d, or until Close.
-func (d *dataset) sleep(wait time.Duration) error {
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-d.closed:
-		return errDatasetClosed
-	case <-t.C:
-		return nil
-	}
-}
-
-// Close implements io.Closer. It is safe to call more than once and
-// concurrently with Read.
-func (d *dataset) Close() error {
-	d.once.Do(func() { close(d.closed) })
-	return nil
-}
-
-// csvKind is the kind of durable export the service runs: a generated CSV
-// file, described by csvArgs.
-const csvKind = "csv"
-
-// csvArgs are the args of a csvKind export.
+// csvArgs are the args of a csvKind export, {"rows": 1000,
+// "rows_per_second": 0}, and of a trickleKind export, {"rows": 1000}.
+// Absent members take their defaults: 1000 rows, as fast as possible.
 type csvArgs struct {
 	Rows          int64 `json:"rows"`
 	RowsPerSecond int   `json:"rows_per_second"`
 }
 
-// csvSource is the Source of csvKind: the dataset of its args, from
-// offset on. Any instance runs it, and one resumes it where another
-// stopped.
-func csvSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
-	var a csvArgs
-	if err := json.Unmarshal(job.Args, &a); err != nil || a.Rows < 1 || a.Rows > maxRows ||
-		a.RowsPerSecond < 0 || a.RowsPerSecond > maxRate {
-		return nil, fmt.Errorf("%w: csv args %q", exporter.ErrPermanent, job.Args)
+// parseArgs decodes and checks the args of a kind: unknown members, and
+// rows_per_second when !rate, are refused. Its error wraps
+// exporter.ErrPermanent, which fails the export at once: args that are
+// wrong now are wrong at every attempt.
+func parseArgs(kind string, raw []byte, rate bool) (csvArgs, error) {
+	a := csvArgs{Rows: defaultRows}
+	bad := func(format string, args ...any) (csvArgs, error) {
+		return csvArgs{}, fmt.Errorf("%w: %s args: %s", exporter.ErrPermanent, kind, fmt.Sprintf(format, args...))
 	}
-	return newDatasetAt(a.Rows, a.RowsPerSecond, offset), nil
+	if len(bytes.TrimSpace(raw)) > 0 { // no args: every default
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&a); err != nil {
+			if rate {
+				return bad(`want {"rows": 1 to %d, "rows_per_second": 0 to %d}`, maxRows, maxRate)
+			}
+			return bad(`want {"rows": 1 to %d}`, maxRows)
+		}
+	}
+	switch {
+	case a.Rows < 1 || a.Rows > maxRows:
+		return bad("rows must be from 1 to %d", maxRows)
+	case !rate && a.RowsPerSecond != 0:
+		return bad("a trickle has its own pace: rows_per_second is not one of its args")
+	case a.RowsPerSecond < 0 || a.RowsPerSecond > maxRate:
+		return bad("rows_per_second must be from 0 (as fast as possible) to %d", maxRate)
+	}
+	return a, nil
+}
+
+// csvSource is the Source of csvKind: the dataset of its args, at most
+// rows_per_second rows a second, from offset on.
+func csvSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
+	a, err := parseArgs(csvKind, job.Args, true)
+	if err != nil {
+		return nil, err
+	}
+	return dataset.NewAt(a.Rows, a.RowsPerSecond, offset), nil
+}
+
+// trickleSource is the Source of trickleKind: the dataset of its args,
+// from offset on, trickleSlice bytes every trickleTick.
+func trickleSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
+	a, err := parseArgs(trickleKind, job.Args, false)
+	if err != nil {
+		return nil, err
+	}
+	return newTrickle(dataset.NewAt(a.Rows, 0, offset), trickleSlice, trickleTick), nil
+}
+
+// errTrickleClosed is returned by a trickle's Read after Close.
+var errTrickleClosed = errors.New("trickle closed")
+
+// trickle reads r at most size bytes every tick: a slice of size bytes
+// may be read at once, and the next slice begins tick after this one
+// began. Its Read and Close may be called concurrently: Close makes a Read
+// that waits for the next slice return errTrickleClosed at once, and
+// closes r. Read is for one goroutine at a time.
+type trickle struct {
+	r    io.ReadCloser
+	size int
+	tick time.Duration
+
+	left   int       // bytes the current slice may still read
+	next   time.Time // when the next slice begins
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newTrickle(r io.ReadCloser, size int, tick time.Duration) *trickle {
+	return &trickle{r: r, size: size, tick: tick, closed: make(chan struct{})}
+}
+
+// Read implements io.Reader.
+func (t *trickle) Read(p []byte) (int, error) {
+	select {
+	case <-t.closed:
+		return 0, errTrickleClosed
+	default:
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if t.left == 0 {
+		if wait := time.Until(t.next); wait > 0 {
+			timer := time.NewTimer(wait)
+			select {
+			case <-t.closed:
+				timer.Stop()
+				return 0, errTrickleClosed
+			case <-timer.C:
+			}
+		}
+		t.left, t.next = t.size, time.Now().Add(t.tick)
+	}
+	n, err := t.r.Read(p[:min(len(p), t.left)])
+	t.left -= n
+	return n, err
+}
+
+// Close implements io.Closer. It is safe to call more than once and
+// concurrently with Read.
+func (t *trickle) Close() error {
+	t.once.Do(func() { close(t.closed) })
+	return t.r.Close()
 }

@@ -1,160 +1,169 @@
 package main
 
 import (
-	"bytes"
-	"encoding/csv"
+	"context"
+	"encoding/json"
+	"fmt"
 	"io"
-	"strconv"
+	"net/http"
+	"slices"
 	"testing"
-	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/exporterkit/exporter"
+	"github.com/exporterkit/exporter/examples/httpserver/internal/dataset"
 )
 
-func TestDatasetSize(t *testing.T) {
+// TestKinds: every kind has a Source under its name, and the largest
+// export a kind accepts fits the Exporter's default MaxBytes.
+func TestKinds(t *testing.T) {
 	t.Parallel()
-	// Around the digit boundaries of the id and the period of the names.
-	for _, rows := range []int64{1, 2, 9, 10, 11, 99, 100, 101, 255, 256, 257, 511, 512, 999, 1000, 1001, 9999, 10_000, 12_345, 100_001} {
-		t.Run(strconv.FormatInt(rows, 10), func(t *testing.T) {
-			t.Parallel()
-			d := newDataset(rows, 0)
-			got, err := io.ReadAll(d)
+	require.Equal(t, []string{csvKind, trickleKind}, kindNames())
+	srcs := sources()
+	require.Len(t, srcs, len(kinds))
+	for _, k := range kinds {
+		require.NotNil(t, srcs[k.name], k.name)
+		require.NotEmpty(t, k.title, k.name)
+	}
+	require.LessOrEqual(t, dataset.Size(maxRows), int64(exporter.DefaultMaxBytes))
+}
+
+func TestParseArgs(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		args string
+		rate bool
+		want csvArgs // zero: refused
+	}{
+		{"none", ``, true, csvArgs{Rows: defaultRows}},
+		{"null", `null`, true, csvArgs{Rows: defaultRows}},
+		{"empty", `{}`, false, csvArgs{Rows: defaultRows}},
+		{"rows", `{"rows": 7}`, false, csvArgs{Rows: 7}},
+		{"rows and rate", `{"rows": 7, "rows_per_second": 3}`, true, csvArgs{Rows: 7, RowsPerSecond: 3}},
+		{"most", fmt.Sprintf(`{"rows": %d, "rows_per_second": %d}`, maxRows, maxRate), true, csvArgs{Rows: maxRows, RowsPerSecond: maxRate}},
+		{"no rows", `{"rows": 0}`, true, csvArgs{}},
+		{"too many rows", fmt.Sprintf(`{"rows": %d}`, maxRows+1), true, csvArgs{}},
+		{"negative rate", `{"rows_per_second": -1}`, true, csvArgs{}},
+		{"rate too high", fmt.Sprintf(`{"rows_per_second": %d}`, maxRate+1), true, csvArgs{}},
+		{"rate of a trickle", `{"rows_per_second": 3}`, false, csvArgs{}},
+		{"unknown member", `{"rows": 7, "columns": 3}`, true, csvArgs{}},
+		{"not an object", `[7]`, true, csvArgs{}},
+		{"a string for rows", `{"rows": "7"}`, true, csvArgs{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseArgs("k", []byte(tt.args), tt.rate)
+			if tt.want == (csvArgs{}) {
+				require.ErrorIs(t, err, exporter.ErrPermanent, "refused at once: wrong args are wrong at every attempt")
+				require.ErrorContains(t, err, "k args: ")
+				return
+			}
 			require.NoError(t, err)
-			require.Equal(t, datasetSize(rows), int64(len(got)), "datasetSize against the bytes read")
-			require.Equal(t, int64(len(got)), d.Size())
-			require.EqualValues(t, rows+1, bytes.Count(got, []byte("\n")))
+			require.Equal(t, tt.want, got)
 		})
 	}
 }
 
-// TestDatasetSizeLarge checks the closed form against a sum over every row
-// for the largest dataset the service accepts, without making its bytes.
-func TestDatasetSizeLarge(t *testing.T) {
-	if testing.Short() {
-		t.Skip("sums 10 million rows")
-	}
+// TestSourcesAtOffsets: each kind's Source gives, from any offset, the
+// dataset's bytes from there, as a resumed export needs.
+func TestSourcesAtOffsets(t *testing.T) {
 	t.Parallel()
-	const rows = maxRows
-	sum := int64(len(csvHeader))
-	for i := int64(1); i <= rows; i++ {
-		sum += rowFixed + rowVariable(i)
-	}
-	require.Equal(t, sum, datasetSize(rows))
-	// Row lengths really are rowFixed plus the variable parts, at the ends.
-	for _, i := range []int64{1, 9, 10, 257, 999_999, 1_000_000, rows} {
-		require.Equal(t, rowFixed+rowVariable(i), int64(len(appendRow(nil, i))), "row %d", i)
+	const rows = 300
+	whole := dataset.Bytes(rows)
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			job := &exporter.Job{Kind: k.name, Args: []byte(fmt.Sprintf(`{"rows": %d}`, rows))}
+			for _, off := range []int64{0, 1, int64(len(dataset.Header)), 5000, int64(len(whole)) - 1, int64(len(whole))} {
+				r, err := k.source(context.Background(), job, off)
+				require.NoError(t, err)
+				got, err := io.ReadAll(r)
+				require.NoError(t, err)
+				require.NoError(t, r.(io.Closer).Close())
+				require.Equal(t, whole[off:], got, "%s from offset %d", k.name, off)
+			}
+			_, err := k.source(context.Background(), &exporter.Job{Kind: k.name, Args: []byte(`{"rows": -1}`)}, 0)
+			require.ErrorIs(t, err, exporter.ErrPermanent)
+		})
 	}
 }
 
-func TestDatasetContent(t *testing.T) {
+// TestTricklePace: a trickle reads at most a slice per tick. (Only the
+// lower bound of the time is certain.)
+func TestTricklePace(t *testing.T) {
 	t.Parallel()
-	const rows = 1000
-	a, err := io.ReadAll(newDataset(rows, 0))
-	require.NoError(t, err)
-	// Any read pattern gives the same bytes: one byte at a time, and
-	// half-reads (iotest.HalfReader) too.
-	b, err := io.ReadAll(iotest.OneByteReader(newDataset(rows, 0)))
-	require.NoError(t, err)
-	require.Equal(t, a, b)
-	c, err := io.ReadAll(iotest.HalfReader(newDataset(rows, 0)))
-	require.NoError(t, err)
-	require.Equal(t, a, c)
-	require.NoError(t, iotest.TestReader(newDataset(rows, 0), a))
-
-	// It is CSV with the promised header and rows numbered 1 to rows.
-	records, err := csv.NewReader(bytes.NewReader(a)).ReadAll()
-	require.NoError(t, err)
-	require.Len(t, records, rows+1)
-	require.Equal(t, []string{"id", "name", "email", "amount", "created_at"}, records[0])
-	require.Equal(t, []string{"1", "Alan Lovelace", "alan.lovelace1@example.com", "1079.19", "2025-01-01T00:00:37Z"}, records[1])
-	for i, rec := range records[1:] {
-		require.Equal(t, strconv.Itoa(i+1), rec[0])
-		_, err := time.Parse(time.RFC3339, rec[4])
-		require.NoError(t, err)
-		amount, err := strconv.ParseFloat(rec[3], 64)
-		require.NoError(t, err)
-		require.True(t, amount >= 1000 && amount < 10000, "amount %v", amount)
-	}
-}
-
-func TestDatasetPacing(t *testing.T) {
-	t.Parallel()
-	// 30 rows at 200 rows a second take at least 29 intervals of 5 ms:
-	// the first row is due at once. (Only the lower bound is certain.)
-	const rows, rate = 30, 200
-	d := newDataset(rows, rate)
+	const size, tick, slices = 100, 20 * time.Millisecond, 6
+	src := dataset.New(1000, 0)
+	tr := newTrickle(src, size, tick)
 	start := time.Now()
-	got, err := io.ReadAll(d)
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, time.Since(start), (rows-1)*time.Second/rate)
-	want, err := io.ReadAll(newDataset(rows, 0))
-	require.NoError(t, err)
-	require.Equal(t, want, got, "pacing does not change the bytes")
+	got := make([]byte, 0, size*slices)
+	buf := make([]byte, 4096)
+	for len(got) < size*slices {
+		n, err := tr.Read(buf)
+		require.NoError(t, err)
+		require.LessOrEqual(t, n, size, "one Read returns at most a slice")
+		got = append(got, buf[:n]...)
+	}
+	require.GreaterOrEqual(t, time.Since(start), (slices-1)*tick, "%d slices take at least %d ticks", slices, slices-1)
+	require.Equal(t, dataset.Bytes(1000)[:size*slices], got, "the trickle changes no byte")
 }
 
-func TestDatasetPacedReadReturnsWhatIsDue(t *testing.T) {
+// TestTrickleClose: Close stops a Read waiting for its next slice, and
+// closes the reader it trickles.
+func TestTrickleClose(t *testing.T) {
 	t.Parallel()
-	d := newDataset(10, 1)
-	d.perRow = time.Hour // after row 1, nothing is due for an hour
-	buf := make([]byte, 1<<10)
-	n, err := d.Read(buf)
+	src := dataset.New(1000, 0)
+	tr := newTrickle(src, 10, time.Hour)
+	buf := make([]byte, 100)
+	n, err := tr.Read(buf)
 	require.NoError(t, err)
-	require.Equal(t, csvHeader+string(appendRow(nil, 1)), string(buf[:n]),
-		"the first Read returns the header and the first row without waiting for the second")
-}
-
-func TestDatasetCloseStopsBlockedRead(t *testing.T) {
-	t.Parallel()
-	d := newDataset(10, 1)
-	d.perRow = time.Hour
-	buf := make([]byte, 1<<10)
-	_, err := d.Read(buf) // the header and row 1; row 2 is an hour away
-	require.NoError(t, err)
+	require.Equal(t, 10, n)
 
 	done := make(chan error, 1)
-	go func() {
-		_, err := d.Read(buf) // waits for row 2
+	go func() { // owned: received from below
+		_, err := tr.Read(buf) // waits an hour for the next slice
 		done <- err
 	}()
 	// Close a little later, so that the Read is (almost certainly) waiting
 	// by then; a Read that begins after Close fails the same way.
-	closer := time.AfterFunc(20*time.Millisecond, func() { d.Close() })
+	closer := time.AfterFunc(20*time.Millisecond, func() { tr.Close() })
 	defer closer.Stop()
 	select {
 	case err := <-done:
-		require.ErrorIs(t, err, errDatasetClosed)
+		require.ErrorIs(t, err, errTrickleClosed)
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not stop a Read waiting for its next row")
+		t.Fatal("Close did not stop a Read waiting for its next slice")
 	}
-	require.NoError(t, d.Close(), "Close is idempotent")
-	require.NoError(t, d.Close())
-	_, err = d.Read(buf)
-	require.ErrorIs(t, err, errDatasetClosed)
+	_, err = src.Read(buf)
+	require.ErrorIs(t, err, dataset.ErrClosed, "the trickled reader is closed too")
+	require.NoError(t, tr.Close(), "Close is idempotent")
 }
 
-func TestDatasetClosedBeforeRead(t *testing.T) {
+// TestTrickleProgressInsideAChunk: what the trickle kind is for. While an
+// export of it has not filled its first chunk (Job.Bytes is 0), the bytes
+// read from its source (Job.Read) move, and the API shows them.
+func TestTrickleProgressInsideAChunk(t *testing.T) {
 	t.Parallel()
-	d := newDataset(10, 0)
-	require.NoError(t, d.Close())
-	_, err := d.Read(make([]byte, 10))
-	require.ErrorIs(t, err, errDatasetClosed)
-}
+	in := newInstance(t, 0, exporter.Config{})
+	job := in.start(t, "alice", fmt.Sprintf(`{"kind": %q, "args": {"rows": 100000}}`, trickleKind))
+	require.Greater(t, dataset.Size(100000), int64(job.ChunkSize))
 
-// TestDatasetAt: a dataset started at any offset reads exactly the bytes
-// of the whole dataset from there, as a resumed durable export must.
-func TestDatasetAt(t *testing.T) {
-	t.Parallel()
-	const rows = 3000
-	whole := generated(t, rows)
-	offsets := []int64{0, 1, int64(len(csvHeader)) - 1, int64(len(csvHeader)), int64(len(csvHeader)) + 1,
-		datasetSize(1), datasetSize(1) + 7, datasetSize(1234), datasetSize(1234) - 1, int64(len(whole)) - 1, int64(len(whole))}
-	for i := int64(0); i < 50; i++ {
-		offsets = append(offsets, i*int64(len(whole))/50+i)
-	}
-	for _, off := range offsets {
-		got, err := io.ReadAll(newDatasetAt(rows, 0, off))
-		require.NoError(t, err)
-		require.Equal(t, whole[off:], got, "from offset %d", off)
-	}
+	var seen []int64 // the values of Read while Bytes is 0
+	eventually(t, 20*time.Second, func() bool {
+		j := in.get(t, "alice", job.ID)
+		require.Zero(t, j.Bytes, "the first chunk was stored before Read moved twice; seen %v", seen)
+		if j.Read > 0 && !slices.Contains(seen, j.Read) {
+			seen = append(seen, j.Read)
+		}
+		return len(seen) >= 2
+	})
+	t.Logf("Read %v while Bytes was 0 (chunks of %d bytes)", seen, job.ChunkSize)
+
+	r := in.call(t, "DELETE", apiPrefix+"/"+job.ID, "alice", "")
+	require.Equal(t, http.StatusOK, r.status, "body %s", r.body)
+	var cancelled exporter.Job
+	require.NoError(t, json.Unmarshal(r.body, &cancelled))
+	require.Equal(t, exporter.StatusCancelled, cancelled.Status)
 }

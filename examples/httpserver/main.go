@@ -1,7 +1,10 @@
-// Command httpserver is a small HTTP service on the exporter: a page and a
-// JSON API to start CSV exports, follow their progress live (Server-Sent
-// Events), cancel them and download them, from any of several instances
-// that share one Redis.
+// Command httpserver is a small HTTP service on the exporter: a page and
+// the JSON API of package exporterhttp to start CSV exports, follow their
+// progress live (Server-Sent Events), cancel them and download them, from
+// any of several instances that share one Redis. What is its own is the
+// demo login (login.go), the kinds of export it offers (dataset.go), the
+// page (static/), its metrics (metrics.go), and its startup and shutdown
+// (this file).
 //
 //	go run ./examples/httpserver                         # embedded miniredis
 //	REDIS_URL=redis://localhost:6379/0 go run ./examples/httpserver -addr 127.0.0.1:8081
@@ -9,7 +12,7 @@
 // Without REDIS_URL it starts an embedded miniredis and prints its URL, so
 // that a second instance can share it. It prints "listening on
 // http://HOST:PORT" once it accepts connections, and stops cleanly on
-// SIGINT or SIGTERM. See README.md for the API.
+// SIGINT or SIGTERM. See README.md.
 package main
 
 import (
@@ -33,6 +36,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/exporterkit/exporter"
+	"github.com/exporterkit/exporter/exporterhttp"
 )
 
 func main() {
@@ -70,7 +74,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	flags.SetOutput(stderr)
 	addr := flags.String("addr", "127.0.0.1:8080", "`address` to listen on (port 0 picks a free port)")
 	prefix := flags.String("prefix", "exporter-httpserver:", "Redis key `prefix`; instances that share a Redis and a prefix share their exports")
-	grace := flags.Duration("grace", 5*time.Second, "on shutdown, how long running exports may go on before they are failed")
+	grace := flags.Duration("grace", 5*time.Second, "on shutdown, how long running exports may go on before they are handed back to the queue")
+	heartbeat := flags.Duration("heartbeat", exporterhttp.DefaultHeartbeat, "interval of the heartbeats of the event streams; the page takes a stream silent for twice as long as lost")
+	lease := flags.Duration("lease", exporter.DefaultLeaseTTL, "how long the exports of an instance that died wait before another instance resumes them (exporter.Config.LeaseTTL)")
 	flags.Usage = func() {
 		fmt.Fprintf(flags.Output(), "Usage: httpserver [flags]\n\nREDIS_URL selects the Redis (redis://[user:password@]host:port/db); without it an embedded miniredis is started.\n\nFlags:\n")
 		flags.PrintDefaults()
@@ -81,8 +87,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return usageError{err}
 	}
-	if flags.NArg() > 0 {
-		err := fmt.Errorf("unexpected arguments %q", flags.Args())
+	var err error
+	switch {
+	case flags.NArg() > 0:
+		err = fmt.Errorf("unexpected arguments %q", flags.Args())
+	case *heartbeat <= 0:
+		err = fmt.Errorf("-heartbeat %v: must be above 0", *heartbeat)
+	case *lease < 100*time.Millisecond:
+		err = fmt.Errorf("-lease %v: must be at least 100ms", *lease)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		flags.Usage()
 		return usageError{err}
@@ -104,17 +118,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AdminPermission: adminPermission,
 		Retention:       time.Hour,
 		MaxPerUser:      8, // a user's ninth export waits until one of the eight ends
-		Sources:         map[string]exporter.Source{csvKind: csvSource},
+		LeaseTTL:        *lease,
+		Sources:         sources(),
 		Logger:          log,
 		MeterProvider:   meters,
 	})
 	if err != nil {
 		return err
 	}
-	srv := newServer(exp, log)
-	srv.mux.Handle("GET /metrics", metricsHandler(metrics))
+	svc, err := newService(exp, log, *heartbeat)
+	if err != nil {
+		exp.Shutdown(ctx) // no export was started: returns at once
+		return err
+	}
+	svc.mux.Handle("GET /metrics", metricsHandler(metrics))
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           svc,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -123,11 +142,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// Shutdown closes the listeners, then calls this: the event streams
 	// end, so that the requests in flight can finish.
-	hs.RegisterOnShutdown(srv.closeStreams)
+	hs.RegisterOnShutdown(svc.CloseStreams)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
-		srv.closeStreams()
+		svc.CloseStreams()
 		exp.Shutdown(ctx) // no export was started: returns at once
 		return err
 	}

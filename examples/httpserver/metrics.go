@@ -30,7 +30,7 @@ func metricsHandler(reader sdkmetric.Reader) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var rm metricdata.ResourceMetrics
 		if err := reader.Collect(r.Context(), &rm); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "metrics unavailable: " + err.Error(), Code: "unavailable"})
+			writeProblem(w, http.StatusServiceUnavailable, "unavailable", "metrics unavailable: "+err.Error())
 			return
 		}
 		out := map[string][]metricPoint{}

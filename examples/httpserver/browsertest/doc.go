@@ -1,7 +1,11 @@
-// Package browsertest holds the end-to-end test of the page that the example
-// server (examples/httpserver) serves: it builds the server, runs it as a
-// real process against a private redis-server, and drives its page in
-// headless Chromium with chromedp.
+// Package browsertest holds the end-to-end tests of the page that the
+// example server (examples/httpserver) serves: they build the server, run it
+// as real processes against a private redis-server, and drive its page in
+// headless Chromium with chromedp. TestPage runs one instance;
+// TestPageLosesContact runs two behind a reverse proxy on 127.0.0.1 that
+// the test holds silent, whose instance it kills (SIGKILL, by pid), and
+// which it switches to the other instance, to see the page say it lost
+// contact and recover.
 //
 // It is a module of its own so that the library's go.mod never requires
 // chromedp. `go test ./...` at the repository root does not enter it; `make

@@ -83,14 +83,15 @@ type server struct {
 	stopped bool  // stop ran; only the test's goroutine touches it
 }
 
-// startServer runs the binary bin with REDIS_URL pointing at redisAddr and
-// -addr 127.0.0.1:0, waits for its "listening on" line, and registers a
-// cleanup that stops it with SIGINT and fails the test unless it exits 0.
-// Its output goes to the test log when the test fails.
-func startServer(t *testing.T, bin, redisAddr string) *server {
+// startServer runs the binary bin with REDIS_URL pointing at redisAddr,
+// -addr 127.0.0.1:0 and the flags args, waits for its "listening on"
+// line, and registers a cleanup that stops it with SIGINT and fails the
+// test unless it exits 0 (unless the test killed it). Its output goes to
+// the test log when the test fails.
+func startServer(t *testing.T, bin, redisAddr string, args ...string) *server {
 	t.Helper()
 	out := newLineWatcher(listeningRE)
-	cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
+	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+redisAddr)
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -153,26 +154,51 @@ func (s *server) stop(t *testing.T) {
 	}
 }
 
+// kill ends the server's process (only that pid) with SIGKILL, a crash
+// that leaves it no time to end its streams or hand back its exports, and
+// waits for it to exit. The cleanup then leaves it alone.
+func (s *server) kill(t *testing.T) {
+	t.Helper()
+	require.False(t, s.stopped, "kill of a server already stopped")
+	s.stopped = true
+	select {
+	case <-s.done:
+		t.Fatalf("server exited before the test killed it: %v", s.err)
+	default:
+	}
+	require.NoError(t, s.cmd.Process.Kill())
+	select {
+	case <-s.done:
+	case <-time.After(stopTimeout):
+		t.Fatalf("server did not exit within %v of SIGKILL", stopTimeout)
+	}
+}
+
+// apiPrefix is where the server mounts its API (exporterhttp).
+const apiPrefix = "/exports"
+
 // job is the part of the server's Job JSON (GET /exports/{id}) that the test
 // reads. It is declared here, not taken from the library, because the test
 // checks the HTTP API, and so that this module needs no more of the
 // library's dependencies than internal/redistest's (none).
 type job struct {
-	ID       string `json:"id"`
-	Status   string `json:"status"`
-	Bytes    int64  `json:"bytes"`
-	Total    int64  `json:"total"`
-	Checksum string `json:"checksum"` // "sha256:<hex>" once completed
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Kind      string `json:"kind"`
+	Bytes     int64  `json:"bytes"` // stored
+	Read      int64  `json:"read"`  // read from the source
+	ChunkSize int64  `json:"chunk_size"`
+	Checksum  string `json:"checksum"` // "sha256:<hex>" once completed
 }
 
 // getJob fetches GET /exports/{id} as user, with the X-User header, as a
 // plain Go client.
 func (s *server) getJob(t *testing.T, user, id string) job {
 	t.Helper()
-	body := s.get(t, user, "/exports/"+id)
+	body := s.get(t, user, apiPrefix+"/"+id)
 	var j job
-	require.NoError(t, json.Unmarshal(body, &j), "GET /exports/%s: %s", id, body)
-	require.Equal(t, id, j.ID, "GET /exports/%s returned another job", id)
+	require.NoError(t, json.Unmarshal(body, &j), "GET %s/%s: %s", apiPrefix, id, body)
+	require.Equal(t, id, j.ID, "GET %s/%s returned another job", apiPrefix, id)
 	return j
 }
 
