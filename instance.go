@@ -183,10 +183,7 @@ func (e *Exporter) instances(ctx context.Context, user User) ([]*Instance, error
 	if !user.authenticated() {
 		return nil, ErrUnauthenticated
 	}
-	if e.cfg.AdminPermission == "" {
-		return nil, fmt.Errorf("%w: only admins see the instances, and Config.AdminPermission is unset", ErrForbidden)
-	}
-	if err := e.require(ctx, user, e.cfg.AdminPermission); err != nil {
+	if err := e.requireAdmin(ctx, user); err != nil {
 		return nil, err
 	}
 	board, ok := e.store.(InstanceBoard)

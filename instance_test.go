@@ -82,3 +82,16 @@ func TestInstances(t *testing.T) {
 		require.False(t, n, "the lapsed report is still stored")
 	})
 }
+
+// TestCheckAdmin: CheckAdmin passes holders of Config.AdminPermission
+// only; without the setting nobody is an admin.
+func TestCheckAdmin(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	x := e.exporter(t, Config{AdminPermission: "exporter-admin"})
+	ctx := testCtx(t)
+	require.NoError(t, x.CheckAdmin(ctx, admin))
+	require.ErrorIs(t, x.CheckAdmin(ctx, alice), ErrForbidden)
+	require.ErrorIs(t, x.CheckAdmin(ctx, anon), ErrUnauthenticated)
+	none := e.exporter(t, Config{})
+	require.ErrorIs(t, none.CheckAdmin(ctx, admin), ErrForbidden)
+}

@@ -85,11 +85,8 @@ func (e *Exporter) list(ctx context.Context, user User, opts ListOptions) (*Expo
 		page = func(cursor string, limit int) ([]*Job, string, error) { return all.ListAll(ctx, cursor, limit) }
 	}
 	if opts.AllOwners || owner != user.ID {
-		if e.cfg.AdminPermission == "" {
-			return nil, fmt.Errorf("%w: only admins list another user's exports", ErrForbidden)
-		}
-		if err := e.require(ctx, user, e.cfg.AdminPermission); err != nil {
-			return nil, err
+		if err := e.requireAdmin(ctx, user); err != nil {
+			return nil, fmt.Errorf("only admins list another user's exports: %w", err)
 		}
 	}
 	if opts.Status == "" {

@@ -91,3 +91,27 @@ func (e *Exporter) admin(ctx context.Context, user User) error {
 	}
 	return nil
 }
+
+// CheckAdmin returns nil if user holds Config.AdminPermission, and else an
+// error wrapping ErrUnauthenticated (no user) or ErrForbidden (not an
+// admin, no AdminPermission configured, or a failing PermissionChecker),
+// for a service that gates its own operator pages as the Exporter gates
+// AllOwners and Instances.
+func (e *Exporter) CheckAdmin(ctx context.Context, user User) error {
+	if !user.authenticated() {
+		return fmt.Errorf("exporter: check admin: %w", ErrUnauthenticated)
+	}
+	if err := e.requireAdmin(ctx, user); err != nil {
+		return fmt.Errorf("exporter: check admin: %w", err)
+	}
+	return nil
+}
+
+// requireAdmin is CheckAdmin's test: nil, or an error wrapping
+// ErrForbidden.
+func (e *Exporter) requireAdmin(ctx context.Context, user User) error {
+	if e.cfg.AdminPermission == "" {
+		return fmt.Errorf("%w: Config.AdminPermission is unset: nobody is an admin", ErrForbidden)
+	}
+	return e.require(ctx, user, e.cfg.AdminPermission)
+}
