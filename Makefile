@@ -72,11 +72,13 @@ lint: ## Check gofmt, go vet, staticcheck and go mod tidy (changes no file)
 	cd $(BROWSERTEST) && go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && go mod tidy -diff
 	cd $(EXPORTCTL) && go vet ./... && go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && go mod tidy -diff
 
-# The browser test takes the picture of the page that the README shows.
-screenshot: ## Run the browser test and write its screenshot of the example page to docs/httpserver.png
+# The browser tests take the pictures of the page and the dashboard that the
+# README shows.
+screenshot: ## Run the browser tests and write their screenshots to docs/httpserver.png and docs/dashboard.png
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
 	cd $(BROWSERTEST) && EXPORTER_REQUIRE_REDIS=1 EXPORTER_REQUIRE_BROWSER=1 go test -v -count=1 -timeout 5m -run '^TestPage$$' . -update-screenshot
+	cd $(BROWSERTEST) && EXPORTER_REQUIRE_REDIS=1 EXPORTER_REQUIRE_BROWSER=1 go test -v -count=1 -timeout 5m -run '^TestDashboard$$' . -update-dashboard-screenshot
 
 exportctl: ## Build exportctl into ./exportctl (a module of its own, under cmd/exportctl)
 	go build -C $(EXPORTCTL) -o ../../exportctl .

@@ -31,6 +31,13 @@
 //	GET    /{id}/download  its bytes, once completed; 409 "not_completed" before
 //	GET    /{id}/events    its progress as Server-Sent Events
 //
+// and, with Config.Dashboard, the operator's dashboard (see Dashboard
+// below):
+//
+//	GET    /dashboard            the page
+//	GET    /dashboard/exports    every owner's exports, or one owner's: {"exports": [job...], "next": cursor}
+//	GET    /dashboard/instances  the running instances and their totals
+//
 // A job is the JSON of exporter.Job. The body of a POST is a JSON object
 // of at most exporter.MaxArgs + 16 KiB:
 //
@@ -45,9 +52,12 @@
 // not end with the one the Handler sees (a proxy rewrote it), it is the id
 // alone, which resolves against the collection's URL "/exports/".
 //
-// GET / takes ?limit= (1 to exporter.MaxListLimit, 50 by default) and
+// GET / takes ?limit= (1 to exporter.MaxListLimit, 50 by default),
 // ?cursor= (the "next" of the previous page, which is absent after the
-// last one).
+// last one) and ?status= (pending, running, completed, failed or
+// cancelled: only the exports in that status). A page is read and then
+// filtered by status, so it may hold fewer than limit exports, even none,
+// while "next" says more follow.
 //
 // An id is a UUID; it is matched case-insensitively. An id that is not one
 // answers 404 like an unknown one.
@@ -83,7 +93,7 @@
 //
 //	400 bad_json                the body is not a JSON object of the members above
 //	400 unknown_kind            kind is not one of Config.Kinds
-//	400 invalid                 exporter.ErrInvalid (metadata beyond its limits), a bad limit or cursor
+//	400 invalid                 exporter.ErrInvalid (metadata beyond its limits), a bad limit, cursor, status or owner
 //	401 unauthenticated         Config.Authenticate said so, or gave no user
 //	403 forbidden               exporter.ErrForbidden: the user lacks the permission
 //	403 cross_origin            a POST or DELETE from a page of another origin
@@ -96,6 +106,7 @@
 //	415 unsupported_media_type  a POST body that is not application/json
 //	416 range_not_satisfiable   a download's Range is outside the export
 //	500 internal                anything else, logged and not described
+//	501 unsupported             errors.ErrUnsupported: the store lacks exporter.AllLister or exporter.InstanceBoard
 //	503 busy                    exporter.ErrBusy, with Retry-After
 //	503 shutting_down           exporter.ErrClosed, or CloseStreams was called; with Retry-After
 //
@@ -109,5 +120,68 @@
 // export needs the Exporter's Config.Permission ("exporter" by default);
 // seeing, watching, cancelling and downloading one needs to be its owner
 // or to hold Config.AdminPermission. To anyone else an export does not
-// exist (404).
+// exist (404). The dashboard is for holders of Config.AdminPermission
+// alone.
+//
+// # Dashboard
+//
+// With Config.Dashboard, the Handler serves an operator's dashboard at
+// /dashboard (under the mount: "/exports/dashboard"). Every route of it
+// is for holders of the Exporter's Config.AdminPermission alone: 401
+// without a user, 403 "forbidden" for anyone else (and when
+// AdminPermission is unset). The routes' errors are problem documents,
+// but for the page itself, which answers a request that accepts text/html
+// (a browser's navigation) with a small HTML page of the same status and
+// code. Without Config.Dashboard its paths answer 404 like any unknown
+// one.
+//
+// The page is a single page embedded in the package (HTML, a script and a
+// style sheet, /dashboard/dashboard.js and /dashboard/dashboard.css),
+// served with a Content-Security-Policy that lets it load nothing from,
+// and send nothing to, another origin. It shows:
+//
+//   - every owner's exports, newest first, 50 a page with older pages
+//     after "next": id, owner, kind, status, progress (Job.Read against
+//     Job.Total when known, in KiB, MiB, GiB), creation time, attempt and
+//     error code (the error's text on hover); filters by status and by
+//     owner; a Cancel button for a pending or running export (DELETE
+//     /{id}) and a download link for a completed one (GET /{id}/download),
+//     which the admin permission allows on anyone's export;
+//   - the figures of each running instance (Exporter.Instances): exports
+//     running, pending and its Config.MaxRunning, throughput, runs
+//     completed, failed and cancelled since it started, failures by
+//     Job.ErrorCode, bytes stored; and their totals.
+//
+// It asks again every 2 seconds, the period of the instances' reports,
+// and says when it last succeeded: when a request fails it keeps what it
+// shows, dimmed, and says why and since when ("Lost contact (...);
+// retrying every 2 s; last update at 10:42:07"), never passing stale data
+// for live.
+//
+// GET /dashboard/exports takes limit, cursor and status as GET / does, and
+// ?owner= (at most 256 bytes): one owner's exports, where no owner means
+// every owner's (exporter.ListOptions.AllOwners). GET
+// /dashboard/instances answers
+//
+//	{"instances": [instance...], "totals": {"instances": 2, "running": 3, "pending": 0,
+//	 "max_running": 32, "throughput": 1048576, "bytes_stored": 52428800, "began": 40,
+//	 "completed": 35, "failed": 2, "cancelled": 1, "failures": {"source": 2}}}
+//
+// where an instance is the JSON of exporter.Instance and the totals sum
+// them (throughput in bytes per second).
+//
+// Listing every owner's exports scales with the store, not with the
+// owners: RedisStore keeps a cross-owner index of 16 sorted sets, each
+// export listed in the one its id hashes to. Creations spread evenly over
+// the 16 keys, so no key (and on a Redis Cluster no slot) is hot however
+// busy one owner is; a page reads the next entries of all 16 in one
+// pipeline (a round trip per node, in parallel) and merges them newest
+// first. A page filtered by status reads at most 2000 exports, so it
+// costs a bounded read however rare the status; it may then come back
+// short, or empty, with a "next" to go on from (the page says so).
+//
+// The Exporter has no call that only checks a permission: the page, its
+// files, and a listing of the caller's own exports (which ListExports
+// allows anyone) ask for Exporter.Instances, which only an admin may
+// read, and drop the reports.
 package exporterhttp

@@ -16,19 +16,13 @@ import (
 // If-Modified-Since and HEAD from the Download (an io.ReadSeeker), the
 // ETag (the checksum) and Last-Modified (when it finished).
 func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
-	user, ok := h.user(w, r)
-	if !ok {
-		return
-	}
-	id, ok := h.id(w, r)
+	user, id, ok := h.export(w, r)
 	if !ok {
 		return
 	}
 	d, err := h.exp.OpenExport(r.Context(), user, id)
-	if errors.Is(err, exporter.ErrNotReady) {
-		// OpenExport does not return the job; the 409 carries it.
-		job, _ := h.exp.GetExportStatus(r.Context(), user, id)
-		h.failJob(w, r, err, job)
+	if notReady, ok := errors.AsType[*exporter.NotReadyError](err); ok {
+		h.failJob(w, r, err, notReady.Job) // the 409 carries the export as it was read
 		return
 	}
 	if err != nil {

@@ -91,11 +91,7 @@ func parseEventID(id string) (state, bool) {
 // events is GET /{id}/events: the export's progress as Server-Sent Events,
 // until its end, the client's departure, or CloseStreams.
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
-	user, ok := h.user(w, r)
-	if !ok {
-		return
-	}
-	id, ok := h.id(w, r)
+	user, id, ok := h.export(w, r)
 	if !ok {
 		return
 	}

@@ -39,6 +39,11 @@ type Config struct {
 	// Heartbeat is the interval of the comment lines that keep an event
 	// stream open through proxies. 0 means DefaultHeartbeat (15 s).
 	Heartbeat time.Duration
+	// Dashboard serves the operator's dashboard under /dashboard: a page
+	// and its JSON, for holders of the Exporter's Config.AdminPermission
+	// only (see the package documentation). false, the default, serves
+	// nothing there: its paths answer 404 like any unknown one.
+	Dashboard bool
 }
 
 // Handler is the HTTP API of an Exporter, mounted by the service under a
@@ -92,6 +97,14 @@ func New(cfg Config) (*Handler, error) {
 	h.handle("DELETE /{id}", h.cancel)
 	h.handle("GET /{id}/download", h.download)
 	h.handle("GET /{id}/events", h.events)
+	if cfg.Dashboard {
+		h.handle("GET /dashboard", h.dashboardPage)
+		for _, a := range dashboardAssets {
+			h.handle("GET /dashboard/"+a.name, h.dashboardAsset(a))
+		}
+		h.handle("GET /dashboard/exports", h.dashboardExports)
+		h.handle("GET /dashboard/instances", h.dashboardInstances)
+	}
 	return h, nil
 }
 
@@ -197,6 +210,18 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 // user authenticates r. It answers the request and returns false when
 // there is no user.
 func (h *Handler) user(w http.ResponseWriter, r *http.Request) (exporter.User, bool) {
+	user, err := h.authenticate(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return exporter.User{}, false
+	}
+	return user, true
+}
+
+// authenticate returns the user of r, or an error wrapping
+// exporter.ErrUnauthenticated when there is none, or the opaque error of
+// Config.Authenticate.
+func (h *Handler) authenticate(r *http.Request) (exporter.User, error) {
 	user, err := h.auth(r)
 	if err == nil && user.ID == "" {
 		err = exporter.ErrUnauthenticated
@@ -207,10 +232,9 @@ func (h *Handler) user(w http.ResponseWriter, r *http.Request) (exporter.User, b
 			// sentinel (ErrNotFound from a user lookup) is the 500 it is.
 			err = fmt.Errorf("exporterhttp: authenticate: %w", opaque{err})
 		}
-		h.fail(w, r, err)
-		return exporter.User{}, false
+		return exporter.User{}, err
 	}
-	return user, true
+	return user, nil
 }
 
 // opaque is an error with its text and no chain.
@@ -218,15 +242,22 @@ type opaque struct{ err error }
 
 func (o opaque) Error() string { return o.err.Error() }
 
-// id returns the {id} of the path in canonical (lower-case) form. It
-// answers 404 and returns false when it is not the form of an export id.
-func (h *Handler) id(w http.ResponseWriter, r *http.Request) (string, bool) {
+// export begins every request about one export (/{id}...): it
+// authenticates r, then reads the {id} of the path in canonical
+// (lower-case) form. It answers the request and returns false when there
+// is no user (401, before the id is looked at) or the id is not the form
+// of an export id (404, as an unknown id is).
+func (h *Handler) export(w http.ResponseWriter, r *http.Request) (exporter.User, string, bool) {
+	user, ok := h.user(w, r)
+	if !ok {
+		return exporter.User{}, "", false
+	}
 	raw := r.PathValue("id")
 	id := strings.ToLower(raw)
 	if !exporter.ValidID(id) {
 		h.fail(w, r, &apiError{status: http.StatusNotFound, code: "not_found", title: "Export not found",
 			detail: "no export has the id " + echo(raw)})
-		return "", false
+		return exporter.User{}, "", false
 	}
-	return id, true
+	return user, id, true
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -48,15 +49,23 @@ func forEachBackend(t *testing.T, f func(t *testing.T, e *env)) {
 	}
 }
 
+// adminPermission is the Exporter's Config.AdminPermission in these
+// tests; the user "root" holds it.
+const adminPermission = "exporter-admin"
+
+// errSourceFailed is what the durable kind "fail" fails with.
+var errSourceFailed = errors.New("disk on fire")
+
 // env is a Handler on an Exporter on one backend, mounted at /exports/ of
 // an httptest.Server, the way a service mounts it.
 type env struct {
-	exp  *exporter.Exporter
-	h    *exporterhttp.Handler
-	srv  *httptest.Server
-	url  string // srv.URL + "/exports"
-	gate *gate
-	logs *syncbuf.Buffer // the Handler's log, as JSON lines
+	exp   *exporter.Exporter
+	store *exporter.RedisStore
+	h     *exporterhttp.Handler
+	srv   *httptest.Server
+	url   string // srv.URL + "/exports"
+	gate  *gate
+	logs  *syncbuf.Buffer // the Handler's log, as JSON lines
 }
 
 // newEnv returns an env on backend; configure, if not nil, changes the
@@ -77,12 +86,14 @@ func newEnv(t *testing.T, backend string, configure func(*exporterhttp.Config)) 
 	e := &env{gate: newGate(), logs: &syncbuf.Buffer{}}
 	store := exporter.NewRedisStore(client).WithPrefix("exporterhttp-" + randomHex(6) + ":")
 	exp, err := exporter.New(store, exporter.Config{
-		ChunkSize:   chunkSize,
-		MaxAttempts: 1,
+		ChunkSize:       chunkSize,
+		MaxAttempts:     1,
+		AdminPermission: adminPermission,
 		Sources: map[string]exporter.Source{
 			"csv":    csvSource,
 			"gate":   e.gate.source,
 			"secret": csvSource, // the Exporter has it; the Handler does not offer it
+			"fail":   failSource,
 		},
 	})
 	require.NoError(t, err)
@@ -91,7 +102,7 @@ func newEnv(t *testing.T, backend string, configure func(*exporterhttp.Config)) 
 		defer cancel()
 		require.NoError(t, exp.Shutdown(ctx))
 	})
-	e.exp = exp
+	e.exp, e.store = exp, store
 	cfg := exporterhttp.Config{
 		Exporter:     exp,
 		Authenticate: authenticate,
@@ -126,9 +137,10 @@ func randomHex(n int) string {
 var errSessionStore = errors.New("session store unreachable: password=hunter2")
 
 // authenticate is the service's authentication in these tests: the X-User
-// header names the user. "guest" lacks the permission to export, "broken"
-// and "lookup" make authentication fail, no header is unauthenticated, and
-// so is "nobody", whom Authenticate returns as the zero User.
+// header names the user. "guest" lacks the permission to export, "root"
+// also holds adminPermission, "broken" and "lookup" make authentication
+// fail, no header is unauthenticated, and so is "nobody", whom
+// Authenticate returns as the zero User.
 func authenticate(r *http.Request) (exporter.User, error) {
 	switch id := r.Header.Get("X-User"); id {
 	case "":
@@ -137,6 +149,8 @@ func authenticate(r *http.Request) (exporter.User, error) {
 		return exporter.User{}, nil
 	case "guest":
 		return exporter.User{ID: id}, nil
+	case "root":
+		return exporter.User{ID: id, Permissions: []string{exporter.DefaultPermission, adminPermission}}, nil
 	case "broken":
 		return exporter.User{}, fmt.Errorf("looking up the session: %w", errSessionStore)
 	case "lookup":
@@ -158,6 +172,12 @@ func csvSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, e
 		return nil, fmt.Errorf("csv args: %w: %w", err, exporter.ErrPermanent)
 	}
 	return bytes.NewReader(csvData(args.Rows)[offset:]), nil
+}
+
+// failSource is the durable kind "fail", which the Handler does not
+// offer: its source fails after a few bytes, with errSourceFailed.
+func failSource(context.Context, *exporter.Job, int64) (io.Reader, error) {
+	return io.MultiReader(strings.NewReader("id,name\n"), iotest.ErrReader(errSourceFailed)), nil
 }
 
 // csvData returns the bytes of a "csv" export of rows rows.

@@ -101,6 +101,7 @@ func TestProblemFor(t *testing.T) {
 		{wrap(exporter.ErrTooLarge), 413, "too_large"},
 		{wrap(exporter.ErrBusy), 503, "busy"},
 		{wrap(exporter.ErrClosed), 503, "shutting_down"},
+		{wrap(errors.ErrUnsupported), 501, "unsupported"},
 		{&http.MaxBytesError{Limit: 10}, 413, "too_large"},
 		{errCrossOrigin, 403, "cross_origin"},
 		{wrap(exporter.ErrCorrupt), 500, "internal"},
@@ -202,5 +203,33 @@ func TestCheckOrigin(t *testing.T) {
 		}
 		err := checkOrigin(r)
 		require.Equal(t, tt.refused, err != nil, "%+v", tt)
+	}
+}
+
+func TestAcceptsHTML(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		accept []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"*/*"}, false},
+		{[]string{"application/json"}, false},
+		{[]string{"text/*"}, false},
+		{[]string{"text/html"}, true},
+		{[]string{"TEXT/HTML; charset=utf-8"}, true},
+		{[]string{"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}, true},
+		{[]string{"application/json", "text/html;q=0.1"}, true},
+		{[]string{"text/html;q=0"}, false},
+		{[]string{"text/html;q=0.000"}, false},
+		{[]string{"text/html;q=bogus"}, false},
+		{[]string{"text/html;;;"}, false},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/dashboard", nil)
+		for _, v := range tt.accept {
+			r.Header.Add("Accept", v)
+		}
+		require.Equal(t, tt.want, acceptsHTML(r), "Accept: %q", tt.accept)
 	}
 }

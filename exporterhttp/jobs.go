@@ -3,6 +3,8 @@ package exporterhttp
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/exporterkit/exporter"
@@ -18,27 +20,16 @@ type exportList struct {
 	Next string `json:"next,omitempty"`
 }
 
-// list is GET /?cursor=&limit=: a page of the caller's exports, newest
-// first.
+// list is GET /?cursor=&limit=&status=: a page of the caller's exports,
+// newest first, of one status if asked.
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	user, ok := h.user(w, r)
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	opts := exporter.ListOptions{Cursor: q.Get("cursor")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > exporter.MaxListLimit {
-			h.fail(w, r, &apiError{status: http.StatusBadRequest, code: "invalid", title: "Invalid request",
-				detail: fmt.Sprintf("limit must be a number from 1 to %d, not %s", exporter.MaxListLimit, echo(l))})
-			return
-		}
-		opts.Limit = n
-	}
-	if len(opts.Cursor) > maxCursor {
-		h.fail(w, r, &apiError{status: http.StatusBadRequest, code: "invalid", title: "Invalid request",
-			detail: "cursor is not one this service handed out"})
+	opts, err := listOptions(r.URL.Query())
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	list, err := h.exp.ListExports(r.Context(), user, opts)
@@ -49,13 +40,37 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, exportList{Exports: list.Jobs, Next: list.Next})
 }
 
+// statuses are the values of ?status=, in their lifecycle's order.
+var statuses = []exporter.Status{exporter.StatusPending, exporter.StatusRunning,
+	exporter.StatusCompleted, exporter.StatusFailed, exporter.StatusCancelled}
+
+// listOptions reads the parameters every listing takes: limit, cursor and
+// status. Its error is a 400 "invalid" that names the parameter.
+func listOptions(q url.Values) (exporter.ListOptions, error) {
+	invalid := func(format string, args ...any) (exporter.ListOptions, error) {
+		return exporter.ListOptions{}, &apiError{status: http.StatusBadRequest, code: "invalid", title: "Invalid request",
+			detail: fmt.Sprintf(format, args...)}
+	}
+	opts := exporter.ListOptions{Cursor: q.Get("cursor"), Status: exporter.Status(q.Get("status"))}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > exporter.MaxListLimit {
+			return invalid("limit must be a number from 1 to %d, not %s", exporter.MaxListLimit, echo(l))
+		}
+		opts.Limit = n
+	}
+	if len(opts.Cursor) > maxCursor {
+		return invalid("cursor is not one this service handed out")
+	}
+	if opts.Status != "" && !slices.Contains(statuses, opts.Status) {
+		return invalid("status must be pending, running, completed, failed or cancelled, not %s", echo(string(opts.Status)))
+	}
+	return opts, nil
+}
+
 // status is GET /{id}: the export.
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
-	user, ok := h.user(w, r)
-	if !ok {
-		return
-	}
-	id, ok := h.id(w, r)
+	user, id, ok := h.export(w, r)
 	if !ok {
 		return
 	}
@@ -71,11 +86,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 // Cancelling a cancelled export succeeds again; a completed or failed one
 // is 409 "finished", with the export.
 func (h *Handler) cancel(w http.ResponseWriter, r *http.Request) {
-	user, ok := h.user(w, r)
-	if !ok {
-		return
-	}
-	id, ok := h.id(w, r)
+	user, id, ok := h.export(w, r)
 	if !ok {
 		return
 	}

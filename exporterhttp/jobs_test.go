@@ -115,3 +115,42 @@ func TestCancel(t *testing.T) {
 		require.Equal(t, exporter.StatusCompleted, e.wait(t, "alice", done.ID).Status, "a refused cancel changes nothing")
 	})
 }
+
+// TestListStatus checks GET /?status=: the caller's exports in that
+// status only, and a status that is not one refused.
+func TestListStatus(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		done := e.startCSV(t, "alice", 1, "")
+		run := e.start(t, "alice", "gate", "null")
+		e.gate.feed(t, chunkSize)
+		e.running(t, "alice", run.ID, chunkSize)
+		e.start(t, "bob", "csv", `{"rows":1}`)
+
+		get := func(query string) []string {
+			t.Helper()
+			rep := e.request(t, http.MethodGet, "/"+query, "alice", "")
+			require.Equal(t, http.StatusOK, rep.status, "%s", rep.body)
+			var p struct {
+				Exports []*exporter.Job `json:"exports"`
+			}
+			require.NoError(t, json.Unmarshal(rep.body, &p))
+			require.NotNil(t, p.Exports, "[], not null")
+			var ids []string
+			for _, j := range p.Exports {
+				require.Equal(t, "alice", j.Owner)
+				ids = append(ids, j.ID)
+			}
+			return ids
+		}
+		require.Equal(t, []string{run.ID, done.ID}, get("?status="))
+		require.Equal(t, []string{run.ID}, get("?status=running"))
+		require.Equal(t, []string{done.ID}, get("?status=completed&limit=1"))
+		require.Empty(t, get("?status=failed"))
+		require.Empty(t, get("?status=pending"))
+		for _, q := range []string{"?status=bogus", "?status=Running", "?status=" + strings.Repeat("é", 3000)} {
+			p := requireProblem(t, e.request(t, http.MethodGet, "/"+q, "alice", ""), http.StatusBadRequest, "invalid")
+			require.Contains(t, p.Detail, "status")
+			require.LessOrEqual(t, len(p.Detail), 256, p.Detail)
+		}
+	})
+}

@@ -74,6 +74,8 @@ var sentinels = []struct {
 		"too many exports are running; retry later"},
 	{exporter.ErrClosed, http.StatusServiceUnavailable, "shutting_down", "Shutting down",
 		"this instance is shutting down; retry"},
+	{errors.ErrUnsupported, http.StatusNotImplemented, "unsupported", "Not supported by the store",
+		"the Exporter's store cannot do this (it lists no exports across owners, or keeps no instance reports)"},
 }
 
 // maxDetail bounds a detail taken from an error's text.
@@ -118,6 +120,12 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // failJob is fail for an error about job (may be nil).
 func (h *Handler) failJob(w http.ResponseWriter, r *http.Request, err error, job *exporter.Job) {
+	writeProblem(w, h.problem(r, err, job))
+}
+
+// problem returns the problem document of err, about job (may be nil),
+// and logs it.
+func (h *Handler) problem(r *http.Request, err error, job *exporter.Job) problem {
 	p := problemFor(err, job)
 	level := slog.LevelDebug
 	if p.Status == http.StatusInternalServerError && r.Context().Err() == nil {
@@ -126,7 +134,7 @@ func (h *Handler) failJob(w http.ResponseWriter, r *http.Request, err error, job
 	h.log().LogAttrs(r.Context(), level, "exporterhttp: request failed",
 		slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.Int("status", p.Status), slog.String("code", p.Code), slog.Any("err", err))
-	writeProblem(w, p)
+	return p
 }
 
 // writeProblem sends p; a 503 says when to retry.

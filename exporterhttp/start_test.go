@@ -28,7 +28,10 @@ func TestStart(t *testing.T) {
 		require.Equal(t, "/exports/"+job.ID, rep.header.Get("Location"))
 		require.Equal(t, "alice", job.Owner)
 		require.Equal(t, "csv", job.Kind)
-		require.Equal(t, `{"rows": 3}`, string(job.Args), "args are passed as sent")
+		require.JSONEq(t, `{"rows": 3}`, string(job.Args))
+		stored, err := e.exp.GetExportStatus(t.Context(), exporter.User{ID: "alice"}, job.ID)
+		require.NoError(t, err)
+		require.Equal(t, `{"rows": 3}`, string(stored.Args), "args are passed as sent")
 		require.Equal(t, map[string]string{"filename": "orders.csv", "content-type": "text/csv", "month": "2026-11"}, job.Metadata)
 		require.Contains(t, []exporter.Status{exporter.StatusPending, exporter.StatusRunning, exporter.StatusCompleted}, job.Status)
 

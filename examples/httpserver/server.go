@@ -19,10 +19,9 @@ import (
 // learns it from the data-api attribute of its <body>.
 const apiPrefix = "/exports"
 
-// dashboardPath is where the operator's dashboard of exporterhttp will be
-// served (all users' exports, for holders of the admin permission). The
-// page links to it for admins; until exporterhttp serves it, the link
-// answers 404.
+// dashboardPath is where exporterhttp serves the operator's dashboard (all
+// users' exports and the instances, for holders of the admin permission).
+// The page links to it for admins.
 const dashboardPath = apiPrefix + "/dashboard"
 
 //go:embed static
@@ -63,6 +62,7 @@ func newService(exp *exporter.Exporter, log *slog.Logger, heartbeat time.Duratio
 		Kinds:        kindNames(),
 		Logger:       log,
 		Heartbeat:    heartbeat,
+		Dashboard:    true,
 	})
 	if err != nil {
 		return nil, err

@@ -107,6 +107,16 @@ func TestMount(t *testing.T) {
 	// Outside the prefix, the service's mux answers.
 	r = in.call(t, "GET", "/nothing", "alice", "")
 	require.Equal(t, http.StatusNotFound, r.status)
+
+	// The operator's dashboard is on, for the admin only, and lists
+	// everyone's exports.
+	r = in.call(t, "GET", dashboardPath, "admin", "")
+	require.Equal(t, http.StatusOK, r.status, "body %s", r.body)
+	require.Contains(t, r.header.Get("Content-Type"), "text/html")
+	in.call(t, "GET", dashboardPath, "alice", "").requireProblem(t, http.StatusForbidden, "forbidden")
+	r = in.call(t, "GET", dashboardPath+"/exports", "admin", "")
+	require.Equal(t, http.StatusOK, r.status, "body %s", r.body)
+	require.Contains(t, string(r.body), csv.ID)
 }
 
 // TestAuthenticate checks the demo login as the API sees it
