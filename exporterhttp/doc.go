@@ -52,6 +52,11 @@
 // not end with the one the Handler sees (a proxy rewrote it), it is the id
 // alone, which resolves against the collection's URL "/exports/".
 //
+// Config.Prepare, if set, sees each POST's kind and args before the export
+// is enqueued: it can refuse them (an error wrapping exporter.ErrInvalid is a
+// 400 "invalid") and add options, such as exporter.WithTotal, so that a
+// client can show a percentage.
+//
 // GET / takes ?limit= (1 to exporter.MaxListLimit, 50 by default),
 // ?cursor= (the "next" of the previous page, which is absent after the
 // last one) and ?status= (pending, running, completed, failed or

@@ -1,6 +1,7 @@
 package exporterhttp
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,15 @@ type Config struct {
 	// Heartbeat is the interval of the comment lines that keep an event
 	// stream open through proxies. 0 means DefaultHeartbeat (15 s).
 	Heartbeat time.Duration
+	// Prepare, if set, is called for each POST of an allowed kind before
+	// the export is enqueued: it checks the args (the Source sees them
+	// only when an attempt runs, after the 201) and returns options for
+	// Enqueue, such as exporter.WithTotal, so that clients see a
+	// percentage. An error wrapping exporter.ErrInvalid is answered 400
+	// "invalid" with the error's text (capped) as the detail, as is one
+	// wrapping another sentinel of the exporter package its usual way;
+	// any other error 500. It is called concurrently.
+	Prepare func(r *http.Request, user exporter.User, kind string, args json.RawMessage) ([]exporter.StartOption, error)
 	// Dashboard serves the operator's dashboard under /dashboard: a page
 	// and its JSON, for holders of the Exporter's Config.AdminPermission
 	// only (see the package documentation). false, the default, serves
@@ -55,6 +65,7 @@ type Handler struct {
 	kinds     []string // sorted
 	logger    *slog.Logger
 	heartbeat time.Duration
+	prepare   func(*http.Request, exporter.User, string, json.RawMessage) ([]exporter.StartOption, error)
 	mux       *http.ServeMux
 	routes    map[string]bool // the patterns of mux
 
@@ -84,6 +95,7 @@ func New(cfg Config) (*Handler, error) {
 		kinds:     slices.Compact(slices.Sorted(slices.Values(cfg.Kinds))),
 		logger:    cfg.Logger,
 		heartbeat: cfg.Heartbeat,
+		prepare:   cfg.Prepare,
 		mux:       http.NewServeMux(),
 		routes:    make(map[string]bool),
 		closed:    make(chan struct{}),

@@ -67,6 +67,14 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) {
 		delete(md, exporter.MetadataFilename)
 	}
 	var opts []exporter.StartOption
+	if h.prepare != nil {
+		prepared, err := h.prepare(r, user, req.Kind, req.Args)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		opts = append(opts, prepared...)
+	}
 	if len(md) > 0 {
 		opts = append(opts, exporter.WithMetadata(md))
 	}

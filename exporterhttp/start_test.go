@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/exporterkit/exporter"
+	"github.com/exporterkit/exporter/exporterhttp"
 	"github.com/stretchr/testify/require"
 )
 
@@ -215,4 +216,38 @@ func TestStartAfterShutdown(t *testing.T) {
 		require.Equal(t, "1", rep.header.Get("Retry-After"))
 		require.Equal(t, exporter.StatusCompleted, decodeJob(t, e.request(t, http.MethodGet, "/"+job.ID, "alice", "")).Status)
 	})
+}
+
+// TestStartPrepare checks Config.Prepare: its options reach Enqueue (a
+// total, so that the job has one from its 201), an error wrapping
+// exporter.ErrInvalid is a 400 "invalid" with the error's text and starts
+// nothing, and any other error is a 500 that does not carry it.
+func TestStartPrepare(t *testing.T) {
+	e := newEnv(t, "miniredis", func(cfg *exporterhttp.Config) {
+		cfg.Prepare = func(r *http.Request, user exporter.User, kind string, args json.RawMessage) ([]exporter.StartOption, error) {
+			var a struct {
+				Rows int `json:"rows"`
+			}
+			if err := json.Unmarshal(args, &a); err != nil || a.Rows < 1 {
+				return nil, fmt.Errorf("%w: rows must be at least 1", exporter.ErrInvalid)
+			}
+			if a.Rows == 13 {
+				return nil, fmt.Errorf("the catalogue database is down: secret details")
+			}
+			return []exporter.StartOption{exporter.WithTotal(int64(len(csvData(a.Rows))))}, nil
+		}
+	})
+	rep := e.request(t, http.MethodPost, "/", "alice", `{"kind":"csv","args":{"rows": 4}}`)
+	require.Equal(t, http.StatusCreated, rep.status, "%s", rep.body)
+	job := decodeJob(t, rep)
+	require.Equal(t, int64(len(csvData(4))), job.Total)
+	done := e.wait(t, "alice", job.ID)
+	require.Equal(t, exporter.StatusCompleted, done.Status, done.Error)
+	require.Equal(t, 1.0, done.Progress())
+
+	p := requireProblem(t, e.request(t, http.MethodPost, "/", "alice", `{"kind":"csv","args":{"rows": 0}}`), http.StatusBadRequest, "invalid")
+	require.Contains(t, p.Detail, "rows must be at least 1")
+	p = requireProblem(t, e.request(t, http.MethodPost, "/", "alice", `{"kind":"csv","args":{"rows": 13}}`), http.StatusInternalServerError, "internal")
+	require.NotContains(t, p.Detail, "secret")
+	require.Equal(t, []string{job.ID}, e.listIDs(t, "alice"), "a refused POST started an export")
 }

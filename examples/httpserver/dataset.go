@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -85,13 +86,14 @@ type csvArgs struct {
 }
 
 // parseArgs decodes and checks the args of a kind: unknown members, and
-// rows_per_second when !rate, are refused. Its error wraps
-// exporter.ErrPermanent, which fails the export at once: args that are
-// wrong now are wrong at every attempt.
-func parseArgs(kind string, raw []byte, rate bool) (csvArgs, error) {
+// rows_per_second when !rate, are refused with an error that wraps
+// sentinel: exporter.ErrPermanent in a Source, which fails the export at
+// once (args that are wrong now are wrong at every attempt), and
+// exporter.ErrInvalid before the export is enqueued (prepare: a 400).
+func parseArgs(kind string, raw []byte, rate bool, sentinel error) (csvArgs, error) {
 	a := csvArgs{Rows: defaultRows}
 	bad := func(format string, args ...any) (csvArgs, error) {
-		return csvArgs{}, fmt.Errorf("%w: %s args: %s", exporter.ErrPermanent, kind, fmt.Sprintf(format, args...))
+		return csvArgs{}, fmt.Errorf("%w: %s args: %s", sentinel, kind, fmt.Sprintf(format, args...))
 	}
 	if len(bytes.TrimSpace(raw)) > 0 { // no args: every default
 		dec := json.NewDecoder(bytes.NewReader(raw))
@@ -117,7 +119,7 @@ func parseArgs(kind string, raw []byte, rate bool) (csvArgs, error) {
 // csvSource is the Source of csvKind: the dataset of its args, at most
 // rows_per_second rows a second, from offset on.
 func csvSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
-	a, err := parseArgs(csvKind, job.Args, true)
+	a, err := parseArgs(csvKind, job.Args, true, exporter.ErrPermanent)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +129,7 @@ func csvSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, e
 // trickleSource is the Source of trickleKind: the dataset of its args,
 // from offset on, trickleSlice bytes every trickleTick.
 func trickleSource(_ context.Context, job *exporter.Job, offset int64) (io.Reader, error) {
-	a, err := parseArgs(trickleKind, job.Args, false)
+	a, err := parseArgs(trickleKind, job.Args, false, exporter.ErrPermanent)
 	if err != nil {
 		return nil, err
 	}
@@ -189,4 +191,16 @@ func (t *trickle) Read(p []byte) (int, error) {
 func (t *trickle) Close() error {
 	t.once.Do(func() { close(t.closed) })
 	return t.r.Close()
+}
+
+// prepare is the exporterhttp Config.Prepare of the service: it checks a
+// POST's args before the export is enqueued (a bad one is a 400, not an
+// export that fails) and sets the export's total, the dataset's size, so
+// that the page shows a percentage.
+func prepare(_ *http.Request, _ exporter.User, kind string, args json.RawMessage) ([]exporter.StartOption, error) {
+	a, err := parseArgs(kind, args, kind == csvKind, exporter.ErrInvalid)
+	if err != nil {
+		return nil, err
+	}
+	return []exporter.StartOption{exporter.WithTotal(dataset.Size(a.Rows))}, nil
 }

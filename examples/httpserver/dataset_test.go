@@ -54,7 +54,7 @@ func TestParseArgs(t *testing.T) {
 		{"a string for rows", `{"rows": "7"}`, true, csvArgs{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseArgs("k", []byte(tt.args), tt.rate)
+			got, err := parseArgs("k", []byte(tt.args), tt.rate, exporter.ErrPermanent)
 			if tt.want == (csvArgs{}) {
 				require.ErrorIs(t, err, exporter.ErrPermanent, "refused at once: wrong args are wrong at every attempt")
 				require.ErrorContains(t, err, "k args: ")

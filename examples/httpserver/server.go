@@ -62,6 +62,7 @@ func newService(exp *exporter.Exporter, log *slog.Logger, heartbeat time.Duratio
 		Kinds:        kindNames(),
 		Logger:       log,
 		Heartbeat:    heartbeat,
+		Prepare:      prepare,
 		Dashboard:    true,
 	})
 	if err != nil {

@@ -41,6 +41,10 @@ func TestMount(t *testing.T) {
 	require.Equal(t, csvKind, csv.Kind)
 	require.Equal(t, "alice", csv.Owner)
 	require.Equal(t, "orders.csv", csv.Metadata[exporter.MetadataFilename])
+	require.Equal(t, dataset.Size(rows), csv.Total, "prepare sets the total, for a percentage")
+	// Bad args are refused before anything is enqueued.
+	p := in.call(t, "POST", apiPrefix+"/", "alice", fmt.Sprintf(`{"kind": %q, "args": {"rows": -3}}`, csvKind)).requireProblem(t, http.StatusBadRequest, "invalid")
+	require.Contains(t, p.Detail, "rows must be from 1")
 	// The shortest trickle, a slice and a half: it ends within a tick.
 	trickle := in.start(t, "alice", fmt.Sprintf(`{"kind": %q, "args": {"rows": 20}}`, trickleKind))
 	require.Equal(t, trickleKind, trickle.Kind)
@@ -100,7 +104,7 @@ func TestMount(t *testing.T) {
 	// Everything under the prefix is the API's, answered with its problem
 	// documents; the kinds are the service's.
 	in.call(t, "GET", apiPrefix+"/"+csv.ID+"/nothing", "alice", "").requireProblem(t, http.StatusNotFound, "not_found")
-	p := in.call(t, "POST", apiPrefix+"/", "alice", `{"kind": "pdf"}`).requireProblem(t, http.StatusBadRequest, "unknown_kind")
+	p = in.call(t, "POST", apiPrefix+"/", "alice", `{"kind": "pdf"}`).requireProblem(t, http.StatusBadRequest, "unknown_kind")
 	for _, k := range kinds {
 		require.Contains(t, p.Detail, fmt.Sprintf("%q", k.name))
 	}
