@@ -82,7 +82,7 @@ func TestPage(t *testing.T) {
 	shown := p.readMovesInsideAChunk(trickle)
 	t.Logf("shown while no byte was stored: %q", shown)
 	for _, s := range shown {
-		require.Regexp(t, `^\d+\.\d (KiB|MiB) read · 0 B stored$`, s, "IEC units, the bytes read and stored")
+		require.Regexp(t, `^\d+\.\d (KiB|MiB) of \d+\.\d (KiB|MiB) read · 0 B stored$`, s, "IEC units, the bytes read of the total, and stored")
 	}
 	it := p.waitItem(trickle, "running", `it.status === "running"`)
 	require.Equal(t, statusRun, it.StatusText)
