@@ -187,10 +187,12 @@ func (t *trickle) Read(p []byte) (int, error) {
 }
 
 // Close implements io.Closer. It is safe to call more than once and
-// concurrently with Read.
+// concurrently with Read. It closes r before it wakes a waiting Read, so
+// that once that Read returned, r is closed.
 func (t *trickle) Close() error {
+	err := t.r.Close()
 	t.once.Do(func() { close(t.closed) })
-	return t.r.Close()
+	return err
 }
 
 // prepare is the exporterhttp Config.Prepare of the service: it checks a
