@@ -230,7 +230,10 @@ func TestRetention(t *testing.T) {
 		// index's shards, which outlive their newest entry by twice the
 		// retention, and then go too; and the instance's report, which
 		// lasts as long as the instance runs.
-		indexes := []string{e.store.ownerKey(alice.ID), e.store.allKey(r.ID), e.store.allKey(p.ID), e.store.instancesKey()}
+		indexes := []string{e.store.ownerKey(alice.ID), e.store.instancesKey()}
+		for n := range allShards {
+			indexes = append(indexes, e.store.allShardKey(n))
+		}
 		for _, k := range e.keys(t) {
 			require.Contains(t, indexes, k)
 		}

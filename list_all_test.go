@@ -161,14 +161,14 @@ func TestListAllSkipsGone(t *testing.T) {
 		for i := range 50 {
 			id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
 			gone = append(gone, id)
-			require.NoError(t, e.client.ZAdd(ctx, e.store.allKey(id), redis.Z{Score: float64(newer + int64(i)), Member: id}).Err())
+			require.NoError(t, e.client.ZAdd(ctx, e.store.allShardKey(i%allShards), redis.Z{Score: float64(newer + int64(i)), Member: id}).Err())
 		}
 		list, err := x.ListExports(ctx, admin, ListOptions{AllOwners: true, Limit: 10})
 		require.NoError(t, err)
 		require.Equal(t, []string{job.ID}, ids(list.Jobs))
 		require.Empty(t, list.Next)
-		for _, id := range gone {
-			_, err := e.client.ZScore(ctx, e.store.allKey(id), id).Result()
+		for i, id := range gone {
+			_, err := e.client.ZScore(ctx, e.store.allShardKey(i%allShards), id).Result()
 			require.True(t, errors.Is(err, redis.Nil), "the gone job %s is still indexed", id)
 		}
 	})
@@ -193,4 +193,38 @@ func TestListAllSpreads(t *testing.T) {
 	t.Logf("entries per shard: %v", sizes)
 	require.Greater(t, slices.Min(sizes), int64(5), "a shard is nearly empty: the ids do not spread")
 	require.Less(t, slices.Max(sizes), int64(45), "a shard is hot: the ids do not spread")
+}
+
+// TestListAllNearTheOwnerIndex: on a Cluster, a creation writes the
+// cross-owner index's shard on the master of the owner's index, so that
+// its round trip reaches two nodes, not three; the owners' creations
+// still spread over the shards.
+func TestListAllNearTheOwnerIndex(t *testing.T) {
+	e := newEnv(t, "cluster")
+	x := e.exporter(t, Config{})
+	ctx := testCtx(t)
+	cc := e.client.(*redis.ClusterClient)
+	master := func(key string) string {
+		c, err := cc.MasterForKey(ctx, key)
+		require.NoError(t, err)
+		return c.Options().Addr
+	}
+	used := map[int]bool{}
+	for i := range 60 {
+		owner := User{ID: fmt.Sprintf("owner-%d", i%12), Permissions: []string{"exporter"}}
+		job, err := x.StartExport(ctx, owner, strings.NewReader("x"))
+		require.NoError(t, err)
+		shard := -1
+		for n := range allShards {
+			if _, err := e.client.ZScore(ctx, e.store.allShardKey(n), job.ID).Result(); err == nil {
+				require.Equal(t, -1, shard, "listed in two shards")
+				shard = n
+			}
+		}
+		require.NotEqual(t, -1, shard, "not in the cross-owner index")
+		require.Equal(t, master(e.store.ownerKey(owner.ID)), master(e.store.allShardKey(shard)),
+			"the shard is on another master than the owner's index")
+		used[shard] = true
+	}
+	require.Greater(t, len(used), allShards/2, "the creations do not spread over the shards")
 }

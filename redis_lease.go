@@ -15,19 +15,25 @@ const renewBatch = 1000
 
 // Renew implements Store. Every renewBatch jobs are one pipeline of
 // scriptRenew calls, which go-redis splits by Cluster node and sends to
-// the nodes at once; the owners' indexes are kept in the first one.
+// the nodes at once; the indexes (the owners', and the cross-owner
+// index's shards) are kept in the first pipeline that holds one of their
+// jobs.
 func (s *RedisStore) Renew(ctx context.Context, retention time.Duration, held []Held) []error {
 	errs := make([]error, len(held))
 	kept := make(map[string]bool) // indexes kept already
 	for start := 0; start < len(held); start += renewBatch {
 		end := min(start+renewBatch, len(held))
 		var indexes []string
+		if start == 0 && len(held) > 0 {
+			// The cross-owner index's shards: a job's may be any of them.
+			for n := range allShards {
+				indexes = append(indexes, s.allShardKey(n))
+			}
+		}
 		for _, h := range held[start:end] {
-			for _, index := range []string{s.ownerKey(h.Owner), s.allKey(h.ID)} {
-				if !kept[index] {
-					kept[index] = true
-					indexes = append(indexes, index)
-				}
+			if index := s.ownerKey(h.Owner); !kept[index] {
+				kept[index] = true
+				indexes = append(indexes, index)
 			}
 		}
 		s.renew(ctx, retention, held[start:end], indexes, errs[start:end])

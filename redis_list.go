@@ -66,7 +66,8 @@ type indexWrite struct {
 // indexJobs queues on pipe the entries of job in its owner's index and in
 // the cross-owner index (redis_list_all.go).
 func (s *RedisStore) indexJobs(ctx context.Context, pipe redis.Pipeliner, job *Job, retention time.Duration) indexWrite {
-	w := indexWrite{owner: s.ownerKey(job.Owner), all: s.allKey(job.ID)}
+	w := indexWrite{owner: s.ownerKey(job.Owner)}
+	w.all = s.allKeyFor(ctx, job.ID, w.owner)
 	w.ownerOld = s.indexJob(ctx, pipe, w.owner, job.ID, retention)
 	w.allOld = s.indexJob(ctx, pipe, w.all, job.ID, retention)
 	return w

@@ -6,13 +6,16 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Every owner's jobs are also listed, for operators (ListOptions.AllOwners),
 // in allShards sorted sets <prefix>{all<n>}:jobs, scored like an owner's
-// index (creation time, ms) and picked by the job id's hash. One set for
+// index (creation time, ms) and picked by the job id's hash (see
+// allKeyFor). One set for
 // all jobs would be a hot key, and on a Cluster a hot slot: every creation
 // of every instance would write it. Sharded by id, creations spread evenly
 // over allShards slots (so over the Cluster's nodes), each shard takes
@@ -28,11 +31,57 @@ import (
 // allShards is how many sorted sets the cross-owner index is spread over.
 const allShards = 16
 
-// allKey is the shard of the cross-owner index that lists id.
-func (s *RedisStore) allKey(id string) string {
+// allKeyFor is the shard of the cross-owner index that lists id, whose
+// creation also writes the owner's index near. It is picked by the id's
+// hash; on a Cluster, among the shards that near's master serves, so that
+// the creation's round trip reaches no third node (the job's and the
+// owner index's): creations still spread over those shards, and owners
+// (whose indexes spread over the nodes) over all of them. Any shard would
+// do: a listing reads them all.
+func (s *RedisStore) allKeyFor(ctx context.Context, id, near string) string {
 	h := fnv.New32a()
 	h.Write([]byte(id))
-	return s.allShardKey(int(h.Sum32() % allShards))
+	sum := h.Sum32()
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		if shards := s.placement.near(ctx, cc, s, near); len(shards) > 0 {
+			return s.allShardKey(shards[sum%uint32(len(shards))])
+		}
+	}
+	return s.allShardKey(int(sum % allShards))
+}
+
+// allPlacement remembers which master serves which shards of the
+// cross-owner index, for allKeyFor. It is read again after
+// allPlacementTTL: a stale one only costs a creation a third node.
+type allPlacement struct {
+	mu       sync.Mutex
+	at       time.Time
+	byMaster map[string][]int // master's address -> the shards it serves
+}
+
+const allPlacementTTL = 10 * time.Second
+
+// near returns the shards served by the master of key, or nil if the
+// Cluster's state cannot say.
+func (p *allPlacement) near(ctx context.Context, cc *redis.ClusterClient, s *RedisStore, key string) []int {
+	m, err := cc.MasterForKey(ctx, key)
+	if err != nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byMaster == nil || time.Since(p.at) > allPlacementTTL {
+		byMaster := make(map[string][]int)
+		for n := range allShards {
+			c, err := cc.MasterForKey(ctx, s.allShardKey(n))
+			if err != nil {
+				return nil
+			}
+			byMaster[c.Options().Addr] = append(byMaster[c.Options().Addr], n)
+		}
+		p.byMaster, p.at = byMaster, time.Now()
+	}
+	return p.byMaster[m.Options().Addr]
 }
 
 func (s *RedisStore) allShardKey(n int) string {
@@ -83,8 +132,7 @@ func (s *RedisStore) ListAll(ctx context.Context, cursor string, limit int) ([]*
 			en := entries[i]
 			j, err := decodeJob(h.Val())
 			if err != nil || j.ID != en.id {
-				key := s.allKey(en.id)
-				gone[key] = append(gone[key], en.id)
+				gone[en.key] = append(gone[en.key], en.id)
 				continue
 			}
 			if lapsed(j, held[i].Val()) {
@@ -109,6 +157,7 @@ func (s *RedisStore) ListAll(ctx context.Context, cursor string, limit int) ([]*
 type allEntry struct {
 	score int64
 	id    string
+	key   string // the shard it was read from
 }
 
 func (e allEntry) cursor() string { return strconv.FormatInt(e.score, 10) + ":" + e.id }
@@ -189,7 +238,7 @@ func (m *allMerge) fill(ctx context.Context) error {
 		sh.done = int64(len(zs)) < m.batch
 		for _, z := range zs {
 			id, _ := z.Member.(string)
-			en := allEntry{score: int64(z.Score), id: id}
+			en := allEntry{score: int64(z.Score), id: id, key: sh.key}
 			// Skip what the previous page listed: as new as the cursor,
 			// and not after it.
 			if m.after.id != "" && !m.after.before(en) {

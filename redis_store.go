@@ -40,6 +40,9 @@ type RedisStore struct {
 	prefix string
 	err    error       // from WithPrefix, reported by New
 	idle   *idleShards // queue shards found empty lately (redis_queue.go)
+	// placement is where the cross-owner index's shards live on a
+	// Cluster (redis_list_all.go).
+	placement *allPlacement
 }
 
 var (
@@ -55,7 +58,7 @@ const DefaultPrefix = "exporter:"
 // *redis.ClusterClient. For calls to return by their ctx deadline, create
 // the client with ContextTimeoutEnabled: true (see the package doc).
 func NewRedisStore(client redis.UniversalClient) *RedisStore {
-	return &RedisStore{client: client, prefix: DefaultPrefix, idle: &idleShards{}}
+	return &RedisStore{client: client, prefix: DefaultPrefix, idle: &idleShards{}, placement: &allPlacement{}}
 }
 
 // WithPrefix returns a copy of s that uses prefix for its keys and
@@ -65,7 +68,8 @@ func NewRedisStore(client redis.UniversalClient) *RedisStore {
 func (s *RedisStore) WithPrefix(prefix string) *RedisStore {
 	c := *s
 	c.prefix = prefix
-	c.idle = &idleShards{} // another queue
+	c.idle = &idleShards{}        // another queue
+	c.placement = &allPlacement{} // other keys
 	if strings.ContainsAny(prefix, "{}") {
 		c.err = fmt.Errorf("%w: RedisStore prefix %q contains '{' or '}'", ErrInvalid, prefix)
 	}
