@@ -6,7 +6,7 @@
 //	go run ./examples/quickstart          # embedded miniredis
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/quickstart
 //
-//	curl -si -H 'X-User: alice' -d '{"kind":"orders","args":{"rows":1000},"filename":"orders.csv"}' http://127.0.0.1:8080/exports/
+//	curl -si -H 'X-User: alice' -H 'Content-Type: application/json' -d '{"kind":"orders","args":{"rows":1000},"filename":"orders.csv"}' http://127.0.0.1:8080/exports/
 //	curl -sOJ -H 'X-User: alice' http://127.0.0.1:8080/exports/<id>/download   # saved as orders.csv
 package main
 

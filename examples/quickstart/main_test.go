@@ -38,6 +38,9 @@ func TestQuickstart(t *testing.T) {
 		if user != "" {
 			req.Header.Set("X-User", user)
 		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json") // as the README's curl sends it
+		}
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		t.Cleanup(func() { resp.Body.Close() })
@@ -85,6 +88,21 @@ func TestQuickstart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after its context was done")
 	}
+}
+
+// TestReadmeCurlSendsJSON: the README's POST names its body's type: curl's
+// -d alone sends a form, which the API refuses (415).
+func TestReadmeCurlSendsJSON(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	posts := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "curl ") && strings.Contains(line, " -d ") {
+			posts++
+			require.Contains(t, line, "-H 'Content-Type: application/json'", "the README's POST: %s", line)
+		}
+	}
+	require.Positive(t, posts, "the README shows no POST")
 }
 
 // TestReadmeQuotesQuickstart: the README's quick start is this program's
