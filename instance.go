@@ -51,7 +51,8 @@ type Instance struct {
 // of the running Exporters (Exporter.Instances). RedisStore implements it.
 type InstanceBoard interface {
 	// ReportInstance records in, replacing the previous report of in.ID.
-	// A report not replaced within ttl is dropped.
+	// A report not replaced within ttl, by the store's clock (instances'
+	// clocks may disagree), is dropped.
 	ReportInstance(ctx context.Context, in *Instance, ttl time.Duration) error
 	// RemoveInstance drops the report of instance id (its Shutdown).
 	RemoveInstance(ctx context.Context, id string) error

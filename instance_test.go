@@ -74,12 +74,20 @@ func TestInstances(t *testing.T) {
 
 		// A report that lapsed (its instance was killed) is dropped, and
 		// removed from the store.
-		dead := &Instance{ID: "dead-1-x", Host: "dead", Seen: time.Now().Add(-time.Minute)}
-		require.NoError(t, e.store.ReportInstance(ctx, dead, instanceTTL))
+		dead := &Instance{ID: "dead-1-x", Host: "dead", Seen: time.Now()}
+		require.NoError(t, e.store.ReportInstance(ctx, dead, 50*time.Millisecond))
+		require.Contains(t, byID(), dead.ID)
+		e.elapse(100 * time.Millisecond)
 		require.NotContains(t, byID(), dead.ID)
 		n, err := e.client.HExists(ctx, e.store.instancesKey(), dead.ID).Result()
 		require.NoError(t, err)
 		require.False(t, n, "the lapsed report is still stored")
+
+		// An instance whose clock is an hour behind is not taken for
+		// lapsed: a report lapses by the store's clock.
+		skewed := &Instance{ID: "skewed-1-x", Host: "skewed", Seen: time.Now().Add(-time.Hour)}
+		require.NoError(t, e.store.ReportInstance(ctx, skewed, instanceTTL))
+		require.Contains(t, byID(), skewed.ID)
 	})
 }
 

@@ -7,32 +7,23 @@ import (
 )
 
 // The instances' reports (InstanceBoard) live in one hash,
-// <prefix>instances: instance id -> the report as JSON, with the time it
-// lapses. Each instance writes its field every instanceEvery (a hundred
+// <prefix>instances: instance id -> when the report lapses and the report
+// as JSON. Each instance writes its field every instanceEvery (a hundred
 // instances make fifty small writes a second: not a hot key), and extends
 // the hash's TTL to instanceTTL, so the hash is gone once every instance
 // stopped. A reader drops the fields that lapsed (a killed instance's).
+// When a report lapses is the server's time, never an instance's: clocks
+// that disagree cannot make one instance drop another's report.
 
 func (s *RedisStore) instancesKey() string { return s.prefix + "instances" }
 
-// instanceEntry is a report as stored: the report and when it lapses.
-type instanceEntry struct {
-	*Instance
-	Lapses int64 `json:"lapses"` // Unix ms, by the reporter's clock
-}
-
 // ReportInstance implements InstanceBoard.
 func (s *RedisStore) ReportInstance(ctx context.Context, in *Instance, ttl time.Duration) error {
-	b, err := json.Marshal(instanceEntry{Instance: in, Lapses: in.Seen.Add(ttl).UnixMilli()})
+	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	key := s.instancesKey()
-	pipe := s.client.Pipeline()
-	pipe.HSet(ctx, key, in.ID, b)
-	pipe.PExpire(ctx, key, ttl)
-	_, err = pipe.Exec(ctx)
-	return err
+	return scriptInstanceReport.Run(ctx, s.client, []string{s.instancesKey()}, in.ID, b, max(ttl.Milliseconds(), 1)).Err()
 }
 
 // RemoveInstance implements InstanceBoard.
@@ -40,27 +31,20 @@ func (s *RedisStore) RemoveInstance(ctx context.Context, id string) error {
 	return s.client.HDel(ctx, s.instancesKey(), id).Err()
 }
 
-// Instances implements InstanceBoard. Reports that do not decode, and
-// those that lapsed, are left out and removed.
+// Instances implements InstanceBoard. Reports that do not decode are left
+// out.
 func (s *RedisStore) Instances(ctx context.Context) ([]*Instance, error) {
-	key := s.instancesKey()
-	h, err := s.client.HGetAll(ctx, key).Result()
+	res, err := scriptInstances.Run(ctx, s.client, []string{s.instancesKey()}).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UnixMilli()
 	var list []*Instance
-	var lapsed []string
-	for id, v := range h {
-		var en instanceEntry
-		if err := json.Unmarshal([]byte(v), &en); err != nil || en.Instance == nil || en.ID != id || en.Lapses < now {
-			lapsed = append(lapsed, id)
+	for i := 0; i+1 < len(res); i += 2 {
+		var in Instance
+		if err := json.Unmarshal([]byte(res[i+1]), &in); err != nil || in.ID != res[i] {
 			continue
 		}
-		list = append(list, en.Instance)
-	}
-	if len(lapsed) > 0 {
-		s.client.HDel(ctx, key, lapsed...) // best effort: read as lapsed again next time
+		list = append(list, &in)
 	}
 	return list, nil
 }

@@ -23,6 +23,10 @@ var (
 	scriptCancel  = redis.NewScript(lua("common") + lua("cancel"))
 	scriptRenew   = redis.NewScript(lua("renew"))
 
+	// The instances' reports (redis_instances.go).
+	scriptInstanceReport = redis.NewScript(lua("instance_report"))
+	scriptInstances      = redis.NewScript(lua("instances"))
+
 	// The durable queue: scripts on a job's keys, and on a queue shard's
 	// (queue.lua prepended).
 	scriptEnqueue     = redis.NewScript(lua("common") + lua("enqueue"))

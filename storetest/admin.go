@@ -68,13 +68,17 @@ func testListAll(t *testing.T, s *suite, all exporter.AllLister) {
 }
 
 // testInstances: a report is kept and replaced, a lapsed one is left
-// out, a removed one is gone.
+// out, a removed one is gone. A report lapses by the store's clock, not
+// by its Seen, which is the reporter's (c's clock is an hour behind).
 func testInstances(t *testing.T, s *suite, board exporter.InstanceBoard) {
 	now := time.Now()
 	a := &exporter.Instance{ID: "a-1-x", Host: "a", Seen: now, Running: 1, Failures: map[string]int64{exporter.CodeSource: 2}}
 	b := &exporter.Instance{ID: "b-1-x", Host: "b", Seen: now}
-	old := &exporter.Instance{ID: "c-1-x", Host: "c", Seen: now.Add(-time.Hour)}
-	for _, in := range []*exporter.Instance{a, b, old} {
+	c := &exporter.Instance{ID: "c-1-x", Host: "c", Seen: now.Add(-time.Hour)}
+	old := &exporter.Instance{ID: "d-1-x", Host: "d", Seen: now}
+	s.must(board.ReportInstance(s.ctx(), old, 20*time.Millisecond), "ReportInstance")
+	s.elapse(60 * time.Millisecond)
+	for _, in := range []*exporter.Instance{a, b, c} {
 		s.must(board.ReportInstance(s.ctx(), in, 10*time.Second), "ReportInstance")
 	}
 	a2 := *a
@@ -90,8 +94,8 @@ func testInstances(t *testing.T, s *suite, board exporter.InstanceBoard) {
 		return m
 	}
 	m := byID()
-	if len(m) != 2 || m[a.ID] == nil || m[b.ID] == nil {
-		t.Fatalf("Instances = %v, want a and b (c lapsed)", m)
+	if len(m) != 3 || m[a.ID] == nil || m[b.ID] == nil || m[c.ID] == nil {
+		t.Fatalf("Instances = %v, want a, b and c (d lapsed)", m)
 	}
 	if m[a.ID].Running != 3 || m[a.ID].Failures[exporter.CodeSource] != 2 || m[a.ID].Host != "a" {
 		t.Fatalf("a's report reads %+v, want the second one", m[a.ID])
