@@ -107,6 +107,12 @@ func (e *Exporter) list(ctx context.Context, user User, opts ListOptions) (*Expo
 		if err != nil {
 			return nil, err
 		}
+		if len(jobs) == 0 {
+			// A page that lists nothing ends the scan: a store that keeps
+			// answering so with a cursor cannot make it loop.
+			list.Next = next
+			break
+		}
 		scanned += len(jobs)
 		for _, j := range jobs {
 			if j.Status == opts.Status {

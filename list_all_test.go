@@ -1,11 +1,13 @@
 package exporter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,4 +229,37 @@ func TestListAllNearTheOwnerIndex(t *testing.T) {
 		used[shard] = true
 	}
 	require.Greater(t, len(used), allShards/2, "the creations do not spread over the shards")
+}
+
+// emptyPages is a Store whose List answers every page with no job and a
+// cursor to a next one.
+type emptyPages struct {
+	Store
+	calls atomic.Int32
+}
+
+func (s *emptyPages) List(context.Context, string, string, int) ([]*Job, string, error) {
+	s.calls.Add(1)
+	return nil, "1:6b1f0bd4-6e4f-4b3f-9a2c-1f2e3d4c5b6a", nil
+}
+
+// TestListStatusFilterEmptyPages: a listing filtered by status stops at a
+// page that lists nothing, even when the store says more follow, rather
+// than asking it again without end.
+func TestListStatusFilterEmptyPages(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	store := &emptyPages{Store: e.store}
+	x := e.exporterOn(t, store, Config{})
+	done := make(chan error, 1)
+	go func() { // owned: received from below
+		_, err := x.ListExports(testCtx(t), alice, ListOptions{Status: StatusCompleted})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the listing asked the store %d times and goes on", store.calls.Load())
+	}
+	require.Equal(t, int32(1), store.calls.Load())
 }
