@@ -20,7 +20,7 @@ const renewBatch = 1000
 // jobs.
 func (s *RedisStore) Renew(ctx context.Context, retention time.Duration, held []Held) []error {
 	errs := make([]error, len(held))
-	kept := make(map[string]bool) // indexes kept already
+	owners := make(map[string]bool) // owners whose index is kept already
 	for start := 0; start < len(held); start += renewBatch {
 		end := min(start+renewBatch, len(held))
 		var indexes []string
@@ -31,9 +31,9 @@ func (s *RedisStore) Renew(ctx context.Context, retention time.Duration, held []
 			}
 		}
 		for _, h := range held[start:end] {
-			if index := s.ownerKey(h.Owner); !kept[index] {
-				kept[index] = true
-				indexes = append(indexes, index)
+			if !owners[h.Owner] { // hashing the owner's name once, not per job
+				owners[h.Owner] = true
+				indexes = append(indexes, s.ownerKey(h.Owner))
 			}
 		}
 		s.renew(ctx, retention, held[start:end], indexes, errs[start:end])
